@@ -1,0 +1,52 @@
+"""Errors every event store raises the same way, in memory and in PostgreSQL."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from domain.events import CoreEngineError
+
+
+class StoreError(Exception):
+    """Base of the event-store errors."""
+
+
+class SeqConflict(StoreError):
+    """A different event is already stored at this position of the flow: never overwritten."""
+
+    def __init__(self, flow_id: UUID, seq: int, detail: str = "") -> None:
+        super().__init__(
+            f"flow {flow_id}: a different event is already stored at position {seq}"
+            + (f" ({detail})" if detail else "")
+        )
+        self.flow_id = flow_id
+        self.seq = seq
+
+
+class SeqGap(StoreError):
+    """The event's position is past the flow's next free position: events are missing before it."""
+
+    def __init__(self, flow_id: UUID, seq: int, expected: int) -> None:
+        super().__init__(
+            f"flow {flow_id}: event at position {seq}, but the next position is {expected}"
+        )
+        self.flow_id = flow_id
+        self.seq = seq
+        self.expected = expected
+
+
+class ArtifactHashMismatch(StoreError):
+    """An artifact body whose content hash is not the hash it travels under."""
+
+    def __init__(self, claimed: str, actual: str) -> None:
+        super().__init__(f"artifact body hashes to {actual}, not to its claimed hash {claimed}")
+        self.claimed = claimed
+        self.actual = actual
+
+
+class EngineError(Exception):
+    """The engine refused a command; carries the CoreEngineError the Rust engine would return."""
+
+    def __init__(self, error: CoreEngineError) -> None:
+        super().__init__(repr(error))
+        self.error = error

@@ -1,0 +1,114 @@
+"""The EventStore protocol and its reference implementation, InMemoryEventStore.
+
+Every other store (PostgreSQL, the queue-backed one) is tested against these semantics:
+positions are 0-based per flow; ``append_batch`` is idempotent on (flow_id, seq) — an identical
+re-append is a no-op that returns the stored events, a different event at an occupied position
+raises SeqConflict, a position past the next free one raises SeqGap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+from uuid import UUID
+
+from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
+from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
+
+
+def utc_now() -> datetime:
+    """The emit time: timezone-aware UTC, to the microsecond (what PostgreSQL keeps)."""
+    return datetime.now(UTC)
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        flow_id: UUID,
+        kind: FlowEventKind,
+        ts: datetime | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> FlowEvent: ...
+
+    def list(self, flow_id: UUID) -> list[FlowEvent]: ...
+
+
+def check_batch_shape(flow_id: UUID, events: Sequence[FlowEvent]) -> None:
+    """A batch is one flow's events at consecutive positions; anything else is a caller bug."""
+    for i, event in enumerate(events):
+        if event.flow_id != flow_id:
+            raise ValueError(f"events[{i}].flow_id: {event.flow_id} is not the batch's {flow_id}")
+        if i and event.seq != events[i - 1].seq + 1:
+            raise SeqGap(flow_id, event.seq, events[i - 1].seq + 1)
+
+
+def check_artifact_bodies(artifacts: Mapping[str, Artifact]) -> None:
+    for claimed, body in artifacts.items():
+        if body.hash != claimed:
+            raise ArtifactHashMismatch(claimed, body.hash)
+
+
+def same_event(stored: FlowEvent, new: FlowEvent) -> bool:
+    return stored.kind == new.kind and stored.ts == new.ts
+
+
+class InMemoryEventStore:
+    """The engine's in-memory store: the reference semantics. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._flows: dict[UUID, list[FlowEvent]] = {}
+        self._artifacts: dict[str, Artifact | None] = {}  # first producer wins
+        self._lock = threading.Lock()
+
+    def append(
+        self,
+        flow_id: UUID,
+        kind: FlowEventKind,
+        ts: datetime | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> FlowEvent:
+        with self._lock:
+            seq = len(self._flows.get(flow_id, ()))
+        event = FlowEvent(seq, flow_id, kind, ts or utc_now())
+        return self.append_batch(flow_id, [event], {a.hash: a for a in artifacts})[0]
+
+    def append_batch(
+        self,
+        flow_id: UUID,
+        events: Sequence[FlowEvent],
+        artifacts: Mapping[str, Artifact] | None = None,
+    ) -> list[FlowEvent]:
+        bodies = artifacts or {}
+        check_batch_shape(flow_id, events)
+        check_artifact_bodies(bodies)
+        with self._lock:
+            stored = self._flows.setdefault(flow_id, [])
+            next_seq = len(stored)
+            new = [e for e in events if e.seq >= next_seq]
+            if new and new[0].seq != next_seq:
+                raise SeqGap(flow_id, new[0].seq, next_seq)
+            existing = [stored[e.seq] for e in events[: len(events) - len(new)]]
+            for old, event in zip(existing, events, strict=False):
+                if not same_event(old, event):
+                    raise SeqConflict(flow_id, event.seq)
+            # everything validated: apply all of it
+            for event in new:
+                stored.append(event)
+                if isinstance(event.kind, StepFinished):
+                    for output in event.kind.outputs:
+                        self._artifacts.setdefault(output, bodies.get(output))
+            return [*existing, *new]
+
+    def flow_ids(self) -> list[UUID]:
+        with self._lock:
+            return list(self._flows)
+
+    def artifact(self, artifact_hash: str) -> Artifact | None:
+        with self._lock:
+            return self._artifacts.get(artifact_hash)
+
+    def list(self, flow_id: UUID) -> list[FlowEvent]:
+        with self._lock:
+            return list(self._flows.get(flow_id, ()))
