@@ -86,8 +86,9 @@ def _choose(inputs: Sequence[Artifact], params: JsonValue) -> StepOutcome:
 
 
 def _report(inputs: Sequence[Artifact], params: JsonValue) -> StepOutcome:
+    hashes: list[JsonValue] = [a.hash for a in sorted(inputs, key=lambda a: a.hash)]
     summary: dict[str, JsonValue] = {
-        "inputs": sorted(a.hash for a in inputs),
+        "inputs": hashes,
         "title": "rapport — résumé",
     }
     return StepSuccess((Artifact("report", summary, {"format": "json"}),))
