@@ -1,0 +1,8 @@
+"""The engine's side of the queue: envelope and keys, Lua scripts, Producer, QueuedEventStore."""
+
+from producer.config import QueueSettings
+from producer.producer import Producer
+from producer.queued_store import FlowParked, QueuedEventStore
+from producer.wire import InvalidEvent, Keys
+
+__all__ = ["FlowParked", "InvalidEvent", "Keys", "Producer", "QueueSettings", "QueuedEventStore"]

@@ -1,0 +1,210 @@
+"""PgEventStore: the event log in PostgreSQL, with the reference semantics of InMemoryEventStore.
+
+One transaction per call: a per-flow advisory lock, the flow's next position read under it,
+stored events compared (identical → no-op, different → SeqConflict), the first new event at
+exactly the next position (else SeqGap), then every new event and its artifact rows written
+with a constant number of round trips (``executemany`` runs in pipeline mode).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from domain.codec import decode_kind, encode_kind
+from domain.errors import SeqConflict, SeqGap
+from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
+from domain.json_values import dumps
+from domain.store import check_artifact_bodies, check_batch_shape, same_event, utc_now
+from eventlog.queries import query
+from eventlog.retry import RetryPolicy
+
+LOCK_NAMESPACE = 0x63686D31  # "chm1": the first key of every per-flow advisory lock
+UNKNOWN_ARTIFACT_KIND = "unknown"
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    artifact_hash: str
+    kind: str
+    payload: Any
+    metadata: Any
+    produced_in_seq: int
+
+
+class PgEventStore:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        no_artifact_insert: bool = False,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.no_artifact_insert = no_artifact_insert
+        self.retry = retry or RetryPolicy()
+        self._on_retry = on_retry
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def append(
+        self,
+        flow_id: UUID,
+        kind: FlowEventKind,
+        ts: datetime | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> FlowEvent:
+        """Append at the flow's next position (assigned under the flow lock)."""
+        event = FlowEvent(-1, flow_id, kind, _aware(ts or utc_now(), "ts"))
+        bodies = {a.hash: a for a in artifacts}
+        check_artifact_bodies(bodies)
+        return self.retry.call(
+            "append",
+            lambda: self._write(flow_id, [event], bodies, assign_positions=True),
+            self._on_retry,
+        )[0]
+
+    def append_batch(
+        self,
+        flow_id: UUID,
+        events: Sequence[FlowEvent],
+        artifacts: Mapping[str, Artifact] | None = None,
+    ) -> builtins.list[FlowEvent]:
+        """Store events at their own positions; idempotent on (flow_id, seq)."""
+        if not events:
+            return []
+        check_batch_shape(flow_id, events)
+        bodies = dict(artifacts or {})
+        check_artifact_bodies(bodies)
+        for i, event in enumerate(events):
+            _aware(event.ts, f"events[{i}].ts")
+        return self.retry.call(
+            "append_batch",
+            lambda: self._write(flow_id, events, bodies, assign_positions=False),
+            self._on_retry,
+        )
+
+    def _write(
+        self,
+        flow_id: UUID,
+        events: Sequence[FlowEvent],
+        bodies: Mapping[str, Artifact],
+        *,
+        assign_positions: bool,
+    ) -> builtins.list[FlowEvent]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(query("lock_flow"), {"namespace": LOCK_NAMESPACE, "flow_id": flow_id})
+            cur.execute(query("next_position"), {"flow_id": flow_id})
+            next_seq = _one(cur)
+            if assign_positions:
+                events = [replace(e, seq=next_seq + i) for i, e in enumerate(events)]
+            new = [e for e in events if e.seq >= next_seq]
+            if new and new[0].seq != next_seq:
+                raise SeqGap(flow_id, new[0].seq, next_seq)
+            existing = self._compare_stored(cur, flow_id, events[: len(events) - len(new)])
+            if not new:
+                return existing
+            cur.executemany(
+                query("insert_event"),
+                [(flow_id, e.seq, e.ts, e.event_type, dumps(encode_kind(e.kind))) for e in new],
+                returning=True,
+            )
+            log_seqs = _returned_column(cur)
+            stored = [replace(e, log_seq=s) for e, s in zip(new, log_seqs, strict=True)]
+            if not self.no_artifact_insert:
+                self._insert_artifacts(cur, stored, bodies)
+            return [*existing, *stored]
+
+    def _compare_stored(
+        self, cur: psycopg.Cursor[Any], flow_id: UUID, events: Sequence[FlowEvent]
+    ) -> builtins.list[FlowEvent]:
+        if not events:
+            return []
+        params = {"flow_id": flow_id, "first": events[0].seq, "last": events[-1].seq}
+        cur.execute(query("events_in_range"), params)
+        stored = [_row_to_event(flow_id, row) for row in cur.fetchall()]
+        for old, event in zip(stored, events, strict=True):
+            if not same_event(old, event):
+                raise SeqConflict(flow_id, event.seq, f"stored {old.event_type} at {old.ts}")
+        return stored
+
+    def _insert_artifacts(
+        self, cur: psycopg.Cursor[Any], events: Sequence[FlowEvent], bodies: Mapping[str, Artifact]
+    ) -> None:
+        rows: builtins.list[tuple[str, str, str, str | None, int | None]] = []
+        for event in events:
+            if not isinstance(event.kind, StepFinished):
+                continue
+            for output in dict.fromkeys(event.kind.outputs):  # a hash twice in one event: once
+                body = bodies.get(output)
+                if body is None:
+                    rows.append((output, UNKNOWN_ARTIFACT_KIND, "null", None, event.log_seq))
+                else:
+                    metadata = None if body.metadata is None else dumps(body.metadata)
+                    rows.append((output, body.kind, dumps(body.payload), metadata, event.log_seq))
+        if rows:
+            cur.executemany(query("insert_artifact"), rows)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def list(self, flow_id: UUID) -> builtins.list[FlowEvent]:
+        """The flow in position order; ``seq`` = position, ``log_seq`` = event_log.seq."""
+        return self.retry.call("list", lambda: self._list_once(flow_id), self._on_retry)
+
+    def _list_once(self, flow_id: UUID) -> builtins.list[FlowEvent]:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(query("list_flow"), {"flow_id": flow_id})
+            return [_row_to_event(flow_id, row) for row in cur.fetchall()]
+
+    def artifact(self, artifact_hash: str) -> StoredArtifact | None:
+        def read() -> StoredArtifact | None:
+            with self.pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(query("get_artifact"), {"artifact_hash": artifact_hash})
+                row = cur.fetchone()
+            return StoredArtifact(artifact_hash, *row) if row else None
+
+        return self.retry.call("artifact", read, self._on_retry)
+
+    def flow_ids(self) -> builtins.list[UUID]:
+        def read() -> builtins.list[UUID]:
+            with self.pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(query("flow_ids"))
+                return [row[0] for row in cur.fetchall()]
+
+        return self.retry.call("flow_ids", read, self._on_retry)
+
+
+def _row_to_event(flow_id: UUID, row: tuple[Any, ...]) -> FlowEvent:
+    log_seq, flow_seq, ts, payload = row
+    return FlowEvent(flow_seq, flow_id, decode_kind(payload), ts.astimezone(UTC), log_seq)
+
+
+def _one(cur: psycopg.Cursor[Any]) -> int:
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _returned_column(cur: psycopg.Cursor[Any]) -> builtins.list[int]:
+    """The first column of every result of an ``executemany(..., returning=True)``."""
+    values = []
+    while True:
+        row = cur.fetchone()
+        assert row is not None
+        values.append(int(row[0]))
+        if not cur.nextset():
+            return values
+
+
+def _aware(ts: datetime, field: str) -> datetime:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"{field}: {ts!r} has no time zone; use an aware UTC datetime")
+    return ts

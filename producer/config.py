@@ -1,0 +1,55 @@
+"""Redis and queue settings shared by the producer and the workers, read from the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_QUEUE = "chem-ingest"
+DEFAULT_KEY_PREFIX = "chem"
+DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024  # 1 MiB: larger payloads belong in an artifact store
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class QueueConfigError(ValueError):
+    """An environment variable with a value the queue side cannot use."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    redis_url: str = DEFAULT_REDIS_URL
+    queue_name: str = DEFAULT_QUEUE
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
+        env = os.environ if environ is None else environ
+        url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise QueueConfigError(
+                f"REDIS_URL: scheme {scheme!r} is not redis://, rediss:// or unix://"
+            )
+        prefix = env.get("CHEM_KEY_PREFIX", DEFAULT_KEY_PREFIX)
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise QueueConfigError(
+                f"CHEM_KEY_PREFIX: {prefix!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        queue = env.get("CHEM_QUEUE", DEFAULT_QUEUE)
+        if not queue:
+            raise QueueConfigError("CHEM_QUEUE: must not be empty")
+        raw_max = env.get("CHEM_MAX_ENVELOPE_BYTES", str(DEFAULT_MAX_ENVELOPE_BYTES))
+        try:
+            max_bytes = int(raw_max)
+        except ValueError:
+            raise QueueConfigError(
+                f"CHEM_MAX_ENVELOPE_BYTES: {raw_max!r} is not an integer"
+            ) from None
+        if max_bytes < 1024:
+            raise QueueConfigError(f"CHEM_MAX_ENVELOPE_BYTES: {max_bytes} is below 1024")
+        return cls(url, queue, prefix, max_bytes)

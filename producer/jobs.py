@@ -1,0 +1,31 @@
+"""The rq side of the protocol: the drain job's name and how it is enqueued (JSON, never pickle).
+
+The function is named by its import path, so the producer never imports the worker.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+DRAIN_FUNCTION = "worker.drain.drain_flow"
+DRAIN_JOB_TIMEOUT_SECONDS = 300  # a drain hands over after ~30 s; a job this old is abandoned
+FAILED_JOB_TTL_SECONDS = 7 * 24 * 3600
+
+
+def ingest_queue(redis: Redis, name: str) -> Queue:
+    return Queue(name, connection=redis, serializer=JSONSerializer)
+
+
+def enqueue_drain(queue: Queue, flow_id: str) -> str:
+    """Enqueue ``drain_flow(flow_id)``; returns the rq job id."""
+    job = queue.enqueue(
+        DRAIN_FUNCTION,
+        flow_id,
+        job_timeout=DRAIN_JOB_TIMEOUT_SECONDS,
+        result_ttl=0,  # a drain's result is in PostgreSQL; keep Redis small
+        failure_ttl=FAILED_JOB_TTL_SECONDS,
+        description=f"drain_flow({flow_id})",
+    )
+    return str(job.id)
