@@ -40,6 +40,8 @@ def check_batch_shape(flow_id: UUID, events: Sequence[FlowEvent]) -> None:
     for i, event in enumerate(events):
         if event.flow_id != flow_id:
             raise ValueError(f"events[{i}].flow_id: {event.flow_id} is not the batch's {flow_id}")
+        if event.seq < 0:
+            raise ValueError(f"events[{i}].seq: {event.seq} is negative; positions start at 0")
         if i and event.seq != events[i - 1].seq + 1:
             raise SeqGap(flow_id, event.seq, events[i - 1].seq + 1)
 
@@ -60,7 +62,7 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._flows: dict[UUID, list[FlowEvent]] = {}
         self._artifacts: dict[str, Artifact | None] = {}  # first producer wins
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: append holds it across append_batch
 
     def append(
         self,
@@ -69,10 +71,10 @@ class InMemoryEventStore:
         ts: datetime | None = None,
         artifacts: Sequence[Artifact] = (),
     ) -> FlowEvent:
-        with self._lock:
+        with self._lock:  # held until stored: two appends to one flow never share a position
             seq = len(self._flows.get(flow_id, ()))
-        event = FlowEvent(seq, flow_id, kind, ts or utc_now())
-        return self.append_batch(flow_id, [event], {a.hash: a for a in artifacts})[0]
+            event = FlowEvent(seq, flow_id, kind, ts or utc_now())
+            return self.append_batch(flow_id, [event], {a.hash: a for a in artifacts})[0]
 
     def append_batch(
         self,
@@ -84,7 +86,7 @@ class InMemoryEventStore:
         check_batch_shape(flow_id, events)
         check_artifact_bodies(bodies)
         with self._lock:
-            stored = self._flows.setdefault(flow_id, [])
+            stored = self._flows.get(flow_id, [])
             next_seq = len(stored)
             new = [e for e in events if e.seq >= next_seq]
             if new and new[0].seq != next_seq:
@@ -93,7 +95,9 @@ class InMemoryEventStore:
             for old, event in zip(existing, events, strict=False):
                 if not same_event(old, event):
                     raise SeqConflict(flow_id, event.seq)
-            # everything validated: apply all of it
+            # everything validated: apply all of it (a flow exists once it has an event)
+            if new:
+                self._flows[flow_id] = stored
             for event in new:
                 stored.append(event)
                 if isinstance(event.kind, StepFinished):

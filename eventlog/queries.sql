@@ -41,3 +41,12 @@ SELECT count(*) FROM event_log
 
 -- name: count_artifacts
 SELECT count(*) FROM workflow_step_artifacts
+
+-- name: count_flows_events
+SELECT count(*) FROM event_log WHERE flow_id = ANY(%(flow_ids)s)
+
+-- name: count_flows_artifacts
+SELECT count(*)
+FROM workflow_step_artifacts a
+JOIN event_log e ON e.seq = a.produced_in_seq
+WHERE e.flow_id = ANY(%(flow_ids)s)

@@ -173,6 +173,22 @@ class PgEventStore:
 
         return self.retry.call("artifact", read, self._on_retry)
 
+    def count_events(self, flow_ids: Sequence[UUID]) -> int:
+        """How many events of these flows are stored."""
+        return self._count("count_flows_events", flow_ids)
+
+    def count_artifacts(self, flow_ids: Sequence[UUID]) -> int:
+        """How many artifact rows were first produced by events of these flows."""
+        return self._count("count_flows_artifacts", flow_ids)
+
+    def _count(self, name: str, flow_ids: Sequence[UUID]) -> int:
+        def read() -> int:
+            with self.pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(query(name), {"flow_ids": list(flow_ids)})
+                return _one(cur)
+
+        return self.retry.call(name, read, self._on_retry)
+
     def flow_ids(self) -> builtins.list[UUID]:
         def read() -> builtins.list[UUID]:
             with self.pool.connection() as conn, conn.cursor() as cur:

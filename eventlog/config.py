@@ -1,0 +1,235 @@
+"""Database settings, read once from the environment, validated, and safe to log.
+
+Variables (an empty variable counts as unset):
+
+- ``DATABASE_URL``: a libpq URL, ``postgresql://[user[:password]@]host[:port]/dbname[?k=v]``.
+  ``postgres://`` (Heroku style) and ``postgresql+psycopg://`` (SQLAlchemy style) are accepted
+  and normalized to ``postgresql://``; any other scheme is an error. Default
+  ``postgresql://127.0.0.1:5432/chem`` (the local server of ``make services``, database
+  ``chem``, the operating-system user).
+- ``DATABASE_MIN_CONNECTIONS``: connections the pool keeps open, an integer >= 0 (default 2).
+- ``DATABASE_MAX_CONNECTIONS``: the most the pool opens, an integer >= 1 (default 16). A minimum
+  above the maximum is clamped to the maximum, with a warning.
+- ``CHEM_NO_ARTIFACT_INSERT``: ``1``/``true``/``yes``/``on`` skip the artifact rows of
+  ``StepFinished`` events; ``0``/``false``/``no``/``off`` (default) insert them.
+
+Passwords never leave this module in clear: errors and log lines show ``redact_url(url)``,
+and ``DatabaseSettings``' repr does too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+logger = logging.getLogger(__name__)
+
+ENV_DATABASE_URL = "DATABASE_URL"
+ENV_MIN_CONNECTIONS = "DATABASE_MIN_CONNECTIONS"
+ENV_MAX_CONNECTIONS = "DATABASE_MAX_CONNECTIONS"
+ENV_NO_ARTIFACT_INSERT = "CHEM_NO_ARTIFACT_INSERT"
+
+#: The local server of ``make services``, database ``chem``, connecting as the OS user.
+DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/chem"
+#: Connections the pool keeps open even when idle.
+DEFAULT_MIN_CONNECTIONS = 2
+#: Connections the pool may open at most (PostgreSQL's own default max_connections is 100).
+DEFAULT_MAX_CONNECTIONS = 16
+DEFAULT_NO_ARTIFACT_INSERT = False
+
+#: The scheme every accepted URL is normalized to (the one libpq and psycopg understand).
+CANONICAL_SCHEME = "postgresql"
+_ACCEPTED_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+REDACTED = "***"
+# ``password=...`` in a URL query string or in a key=value conninfo string (quoted or not).
+_PASSWORD_PARAM = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&\s]*)")
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the variable (never a password)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user info or as a ``password=`` parameter) as ``***``.
+
+    Errs on the side of hiding: everything between the first ``:`` of the user info and the
+    last ``@`` before the path is replaced, even when the password holds raw ``@`` or ``:``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        slash = rest.find("/")
+        authority, tail = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+        userinfo, at, hosts = authority.rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            authority = f"{user}:{REDACTED}@{hosts}"
+        url = f"{scheme}{sep}{authority}{tail}"
+    return _PASSWORD_PARAM.sub(lambda m: m.group("key") + REDACTED, url)
+
+
+def _passwords(url: str) -> Iterator[str]:
+    """Every spelling of the password(s) ``url`` carries: raw and percent-decoded."""
+    _, sep, rest = url.partition("://")
+    if sep:
+        authority = rest.split("/", 1)[0]
+        userinfo, at, _ = authority.rpartition("@")
+        if at and ":" in userinfo:
+            yield userinfo.split(":", 1)[1]
+        query = rest.partition("?")[2]
+        for key, value in parse_qsl(query, keep_blank_values=False):
+            if key == "password":
+                yield value
+    for match in _PASSWORD_PARAM.finditer(url):
+        yield match.group("value").strip("'")
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (say, a driver's error message about ``url``) without ``url``'s password.
+
+    libpq quotes pieces of a malformed URL in its messages (``invalid percent-encoded token:
+    "..."``), so a message about a URL is scrubbed of every spelling of its password.
+    """
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(set(_passwords(url)), key=len, reverse=True):
+        for spelling in {secret, unquote(secret)}:
+            if spelling:
+                text = text.replace(spelling, REDACTED)
+    return text
+
+
+def normalize_url(url: str, variable: str = ENV_DATABASE_URL) -> str:
+    """``url`` with the scheme ``postgresql://``; ConfigError if it is not a PostgreSQL URL."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _ACCEPTED_SCHEMES:
+        raise ConfigError(
+            f"{variable}={redact_url(url)!r}: not a PostgreSQL URL "
+            f"(expected postgresql://user@host:port/dbname; postgres:// is accepted too)"
+        )
+    normalized = f"{CANONICAL_SCHEME}://{rest}"
+    try:
+        params = conninfo_to_dict(normalized)  # libpq's own parser: bad escapes, bad options
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"{variable}={redact_url(url)!r}: not a valid PostgreSQL URL: "
+            f"{redact_text(str(exc).strip(), url)}"
+        ) from None
+    ports = str(params.get("port", "")).split(",")  # one per host; libpq checks them only later
+    if not all(port.isdigit() or not port for port in ports):
+        raise ConfigError(f"{variable}={redact_url(url)!r}: the port is not a number")
+    return normalized
+
+
+def _parse_int(variable: str, raw: str, default: int, minimum: int) -> int:
+    text = raw.strip()
+    if not text:
+        return default
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r}: not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{variable}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _parse_bool(variable: str, raw: str, default: bool) -> bool:
+    text = raw.strip().lower()
+    if not text:
+        return default
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise ConfigError(f"{variable}={raw!r}: expected one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}")
+
+
+def _check_sizes(min_size: int, max_size: int, min_name: str, max_name: str) -> int:
+    """Validate both sizes; return the minimum, clamped to the maximum (with a warning)."""
+    if min_size < 0:
+        raise ConfigError(f"{min_name}={min_size!r}: must be >= 0")
+    if max_size < 1:
+        raise ConfigError(f"{max_name}={max_size!r}: must be >= 1")
+    if min_size > max_size:
+        logger.warning(
+            "%s=%d is greater than %s=%d: using %d",
+            min_name,
+            min_size,
+            max_name,
+            max_size,
+            max_size,
+            extra={"action": "config_clamp_min_connections"},
+        )
+        return max_size
+    return min_size
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``DATABASE_URL`` (default DEFAULT_DATABASE_URL), normalized; ConfigError if invalid."""
+    env = os.environ if environ is None else environ
+    url = env.get(ENV_DATABASE_URL, "").strip() or DEFAULT_DATABASE_URL
+    return normalize_url(url, ENV_DATABASE_URL)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the event log lives and how many connections it may use."""
+
+    url: str = DEFAULT_DATABASE_URL
+    min_connections: int = DEFAULT_MIN_CONNECTIONS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    no_artifact_insert: bool = DEFAULT_NO_ARTIFACT_INSERT
+
+    def __post_init__(self) -> None:
+        # Direct construction gets the same checks as from_env, naming the fields instead.
+        object.__setattr__(self, "url", normalize_url(self.url, variable="url"))
+        clamped = _check_sizes(
+            self.min_connections, self.max_connections, "min_connections", "max_connections"
+        )
+        object.__setattr__(self, "min_connections", clamped)
+
+    def __repr__(self) -> str:
+        return (
+            f"DatabaseSettings(url={self.redacted_url!r}, "
+            f"min_connections={self.min_connections}, max_connections={self.max_connections}, "
+            f"no_artifact_insert={self.no_artifact_insert})"
+        )
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL as it may appear in logs and error messages."""
+        return redact_url(self.url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
+        """Read the settings from ``environ`` (default ``os.environ``); ConfigError if invalid."""
+        env = os.environ if environ is None else environ
+        url = database_url_from_env(env)
+        min_size = _parse_int(
+            ENV_MIN_CONNECTIONS, env.get(ENV_MIN_CONNECTIONS, ""), DEFAULT_MIN_CONNECTIONS, 0
+        )
+        max_size = _parse_int(
+            ENV_MAX_CONNECTIONS, env.get(ENV_MAX_CONNECTIONS, ""), DEFAULT_MAX_CONNECTIONS, 1
+        )
+        return cls(
+            url=url,
+            min_connections=_check_sizes(
+                min_size, max_size, ENV_MIN_CONNECTIONS, ENV_MAX_CONNECTIONS
+            ),
+            max_connections=max_size,
+            no_artifact_insert=_parse_bool(
+                ENV_NO_ARTIFACT_INSERT,
+                env.get(ENV_NO_ARTIFACT_INSERT, ""),
+                DEFAULT_NO_ARTIFACT_INSERT,
+            ),
+        )

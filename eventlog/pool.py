@@ -1,0 +1,83 @@
+"""The connection pool of the event log: migrate first, then open, sized by DatabaseSettings."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeAlias
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from eventlog import migrate as migrations
+from eventlog.config import DatabaseSettings, redact_text
+
+logger = logging.getLogger(__name__)
+
+#: How long open_pool waits for the pool's first min_connections connections.
+POOL_OPEN_TIMEOUT_S = 10.0
+#: The default pool name; also the connections' application_name (seen in pg_stat_activity)
+#: unless the URL sets one.
+DEFAULT_POOL_NAME = "chem"
+
+Pool: TypeAlias = ConnectionPool[psycopg.Connection[TupleRow]]
+
+
+class PoolOpenError(psycopg.OperationalError):
+    """The database could not be migrated or reached while opening the pool (URL redacted)."""
+
+
+def open_pool(
+    settings: DatabaseSettings,
+    *,
+    migrate: bool = True,
+    name: str = DEFAULT_POOL_NAME,
+    open_timeout: float = POOL_OPEN_TIMEOUT_S,
+) -> Pool:
+    """Apply pending migrations (under the migration advisory lock), then open the pool.
+
+    The pool holds ``settings.min_connections`` connections when this returns, never opens more
+    than ``settings.max_connections``, and checks a connection before lending it. Connections
+    are not in autocommit: every ``with pool.connection() as conn:`` block is one transaction.
+    Raises PoolOpenError (a psycopg.OperationalError) if the database does not answer; its
+    message shows the URL with the password redacted.
+    """
+    shown = settings.redacted_url
+    if migrate:
+        try:
+            migrations.upgrade(settings.url)
+        except psycopg.OperationalError as exc:
+            raise PoolOpenError(
+                f"pool {name!r}: cannot migrate {shown}: {redact_text(str(exc), settings.url)}"
+            ) from exc
+
+    kwargs: dict[str, object] = {"autocommit": False}
+    if "application_name" not in conninfo_to_dict(settings.url):
+        kwargs["application_name"] = name
+    pool: Pool = ConnectionPool(
+        settings.url,
+        kwargs=kwargs,
+        min_size=settings.min_connections,
+        max_size=settings.max_connections,
+        name=name,
+        check=ConnectionPool.check_connection,
+        open=False,
+    )
+    try:
+        pool.open(wait=True, timeout=open_timeout)
+    except PoolTimeout as exc:
+        pool.close()
+        raise PoolOpenError(
+            f"pool {name!r}: could not open {settings.min_connections} connection(s) to "
+            f"{shown} within {open_timeout:g}s (is the server up and the URL right?)"
+        ) from exc
+    logger.info(
+        "pool %r open on %s (min %d, max %d connections)",
+        name,
+        shown,
+        settings.min_connections,
+        settings.max_connections,
+        extra={"action": "pool_open"},
+    )
+    return pool

@@ -1,0 +1,256 @@
+"""Imports point one way: ``domain ← eventlog ← worker``, ``domain ← producer ← worker``.
+
+Checked statically with ``ast`` (nothing is imported): ``domain`` uses only the standard
+library (no I/O library), ``blake3`` and itself; nothing imports ``worker``; ``producer`` and
+``eventlog`` never import each other. Imports under ``if TYPE_CHECKING:`` and literal
+``importlib.import_module("...")`` calls count too.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKED = ("domain", "eventlog", "producer", "worker", "migrations")
+
+DOMAIN_ALLOWED_THIRD_PARTY = frozenset({"blake3", "domain"})
+# Never in the domain, even those that are in the standard library (network, processes, DBs).
+DOMAIN_FORBIDDEN = frozenset(
+    {
+        "redis",
+        "rq",
+        "psycopg",
+        "psycopg_pool",
+        "alembic",
+        "tenacity",
+        "sqlalchemy",
+        "prometheus_client",
+        "socket",
+        "ssl",
+        "http",
+        "urllib",
+        "subprocess",
+        "sqlite3",
+        "asyncio",
+        "selectors",
+        "eventlog",
+        "producer",
+        "worker",
+        "migrations",
+    }
+)
+STDLIB = frozenset(sys.stdlib_module_names)
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the full dotted name imported
+    line: int
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".")[0]
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(source: str, module: str, *, is_package: bool = False) -> list[Import]:
+    """Every module ``source`` imports, relative imports resolved against ``module``."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [Import(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                prefix = ".".join(base)
+                target = ".".join(p for p in (prefix, node.module or "") if p)
+                if node.module is None:  # from . import a, b: each name may be a module
+                    found += [
+                        Import(f"{target}.{alias.name}" if target else alias.name, node.lineno)
+                        for alias in node.names
+                    ]
+                    continue
+                found.append(Import(target, node.lineno))
+            else:
+                found.append(Import(node.module or "", node.lineno))
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node.func):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append(Import(arg.value, node.lineno))
+    return found
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    if isinstance(func, ast.Name):
+        return func.id in {"__import__", "import_module"}
+    return isinstance(func, ast.Attribute) and func.attr == "import_module"
+
+
+def violations(module: str, source: str, *, is_package: bool = False) -> list[str]:
+    """The layering rules broken by ``module`` (whose text is ``source``)."""
+    layer = module.split(".")[0]
+    found: list[str] = []
+    for imp in imports_of(source, module, is_package=is_package):
+        where = f"{module}:{imp.line} imports {imp.module}"
+        if layer == "domain":
+            if imp.top in DOMAIN_FORBIDDEN:
+                found.append(f"{where}: the domain does no I/O and depends on no other layer")
+            elif imp.top not in STDLIB and imp.top not in DOMAIN_ALLOWED_THIRD_PARTY:
+                found.append(f"{where}: the domain uses only the stdlib and blake3")
+        if imp.top == "worker" and layer != "worker":
+            found.append(f"{where}: nothing imports worker (the composition root)")
+        if layer == "producer" and imp.top == "eventlog":
+            found.append(f"{where}: producer never imports eventlog")
+        if layer == "eventlog" and imp.top == "producer":
+            found.append(f"{where}: eventlog never imports producer")
+    return found
+
+
+def python_files(package: str, root: Path = ROOT) -> Iterator[Path]:
+    directory = root / package
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            yield path
+
+
+def all_violations(root: Path = ROOT) -> list[str]:
+    found: list[str] = []
+    for package in CHECKED:
+        for path in python_files(package, root):
+            found += violations(
+                module_name(path, root),
+                path.read_text(encoding="utf-8"),
+                is_package=path.name == "__init__.py",
+            )
+    return found
+
+
+# --- the real tree ----------------------------------------------------------------------------
+
+
+def test_the_domain_is_there_to_check() -> None:
+    names = {p.name for p in python_files("domain")}
+    assert {"events.py", "codec.py", "canonical.py", "store.py", "engine.py"} <= names
+
+
+def test_every_module_parses() -> None:
+    for package in CHECKED:
+        for path in python_files(package):
+            ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def test_imports_point_one_way() -> None:
+    assert all_violations() == []
+
+
+def test_the_domain_imports_blake3_and_the_stdlib_only() -> None:
+    tops: set[str] = set()
+    for path in python_files("domain"):
+        source = path.read_text(encoding="utf-8")
+        tops |= {i.top for i in imports_of(source, module_name(path))}
+    assert "blake3" in tops  # the checker does see the domain's imports
+    assert tops - STDLIB <= DOMAIN_ALLOWED_THIRD_PARTY
+    assert not tops & DOMAIN_FORBIDDEN
+
+
+# --- the checker itself -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "culprit"),
+    [
+        ("domain.fake", "import redis\n", "redis"),
+        ("domain.fake", "import redis.asyncio as r\n", "redis.asyncio"),
+        ("domain.fake", "from psycopg_pool import ConnectionPool\n", "psycopg_pool"),
+        ("domain.fake", "import os, socket\n", "socket"),
+        ("domain.fake", "from rq import Queue\n", "rq"),
+        ("domain.fake", "import numpy\n", "numpy"),
+        ("domain.fake", "from eventlog.store import PgEventStore\n", "eventlog.store"),
+        ("domain.fake", "from producer import Producer\n", "producer"),
+        (
+            "domain.fake",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sqlalchemy\n",
+            "sqlalchemy",
+        ),
+        ("domain.fake", "def f():\n    import tenacity\n", "tenacity"),
+        ("domain.fake", "import importlib\nimportlib.import_module('redis')\n", "redis"),
+        ("domain.fake", "__import__('prometheus_client')\n", "prometheus_client"),
+        ("eventlog.store", "from worker.cli import main\n", "worker.cli"),
+        ("eventlog.store", "from producer.keys import queue_key\n", "producer.keys"),
+        ("eventlog.store", "from ..producer import keys\n", "producer"),
+        ("producer.emit", "import eventlog\n", "eventlog"),
+        ("producer.emit", "from eventlog import PgEventStore\n", "eventlog"),
+        ("producer.emit", "import worker.drain\n", "worker.drain"),
+        ("migrations.env", "from worker import settings\n", "worker"),
+        ("migrations.versions.0001_event_log", "import worker\n", "worker"),
+    ],
+)
+def test_the_checker_reports_a_violation(module: str, source: str, culprit: str) -> None:
+    found = violations(module, source)
+    assert found, f"{module} importing {culprit} was not reported"
+    assert any(f"imports {culprit}" in v for v in found)
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("domain.fake", "import os.path\nimport json\nfrom uuid import UUID\n"),
+        ("domain.fake", "from blake3 import blake3\nfrom domain.events import FlowEvent\n"),
+        ("domain.fake", "from . import codec\nfrom .events import FlowEvent\n"),
+        ("domain.fake", "from __future__ import annotations\n"),
+        ("eventlog.store", "import psycopg\nfrom domain import FlowEvent\n"),
+        ("producer.emit", "import redis\nfrom domain import encode_kind\n"),
+        ("worker.cli", "from eventlog import PgEventStore\nfrom producer import Producer\n"),
+        ("worker.cli", "from worker.drain import drain_flow\nfrom . import metrics\n"),
+        ("migrations.env", "from alembic import context\nfrom eventlog import config\n"),
+    ],
+)
+def test_the_checker_accepts_allowed_imports(module: str, source: str) -> None:
+    assert violations(module, source) == []
+
+
+def test_relative_imports_are_resolved() -> None:
+    assert [i.module for i in imports_of("from .events import X\n", "domain.codec")] == [
+        "domain.events"
+    ]
+    assert [i.module for i in imports_of("from . import codec\n", "domain", is_package=True)] == [
+        "domain.codec"
+    ]
+    assert [i.module for i in imports_of("from ..worker import x\n", "producer.lua.load")] == [
+        "producer.worker"
+    ]
+    assert [i.module for i in imports_of("from ..worker import x\n", "producer.emit")] == ["worker"]
+
+
+def test_module_names_of_files() -> None:
+    assert module_name(ROOT / "domain" / "__init__.py") == "domain"
+    assert module_name(ROOT / "domain" / "codec.py") == "domain.codec"
+    assert module_name(ROOT / "migrations" / "versions" / "x.py") == "migrations.versions.x"
+
+
+def test_the_tree_check_sees_a_synthetic_violation(tmp_path: Path) -> None:
+    (tmp_path / "domain").mkdir()
+    (tmp_path / "domain" / "__init__.py").write_text("from domain.bad import x\n")
+    (tmp_path / "domain" / "bad.py").write_text("import redis\nx = 1\n")
+    (tmp_path / "producer").mkdir()
+    (tmp_path / "producer" / "__init__.py").write_text("")  # an empty package is fine
+    found = all_violations(tmp_path)
+    assert found == [
+        "domain.bad:1 imports redis: the domain does no I/O and depends on no other layer"
+    ]

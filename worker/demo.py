@@ -1,0 +1,307 @@
+"""`chem-persistence demo`: the whole pipeline end to end, with a parity check per flow.
+
+engine (example chemistry pipeline) → QueuedEventStore → producer → Redis → W worker
+processes → PostgreSQL; then every flow read back from PostgreSQL must equal the engine's
+in-memory state: same events (kind, position, ts), same FlowInstance, same fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis
+
+from domain.engine import FlowEngine
+from domain.events import FlowCompleted, StepFinished
+from domain.examples import example_flow
+from domain.replay import InMemoryFlowRepository
+from eventlog.config import DatabaseSettings
+from eventlog.pool import open_pool
+from eventlog.repository import PgFlowRepository
+from eventlog.store import PgEventStore
+from producer.config import QueueSettings
+from producer.producer import Producer
+from producer.queued_store import QueuedEventStore
+from worker.services import Services, resolve_services
+
+DRAIN_TIMEOUT_SECONDS = 300.0
+_PROGRESS_WIDTH = 30
+
+
+@dataclass
+class Summary:
+    flows: int
+    events: int
+    artifacts: int
+    failed_flows: int
+    policy_flows: int
+    dead_letters: int
+    workers: int
+    batch_size: int
+    seconds: float
+    throughput_events_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    flows_at_parity: int
+    mismatches: list[str]
+
+    def table(self) -> str:
+        def ms(v: float | None) -> str:
+            return "n/a" if v is None else f"≤ {v:.1f} ms"
+
+        rows = [
+            (
+                "flows",
+                f"{self.flows} ({self.failed_flows} failed at a step, "
+                f"{self.policy_flows} with a policy step)",
+            ),
+            ("events", str(self.events)),
+            ("artifacts", str(self.artifacts)),
+            ("dead letters", str(self.dead_letters)),
+            ("workers x batch size", f"{self.workers} x {self.batch_size}"),
+            ("throughput", f"{self.throughput_events_per_s:,.0f} events/s ({self.seconds:.2f} s)"),
+            ("emit→durable p50", ms(self.latency_p50_ms)),
+            ("emit→durable p99", ms(self.latency_p99_ms)),
+            ("flows at parity", f"{self.flows_at_parity} / {self.flows}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        line = f"+-{'-' * width}-+-{'-' * 52}-+"
+        out = [line] + [f"| {k:<{width}} | {v:<52} |" for k, v in rows] + [line]
+        return "\n".join(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _workers(
+    count: int, env: dict[str, str], ports: list[int]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = []
+    try:
+        for i, port in enumerate(ports[:count]):
+            worker_env = {**env, "CHEM_METRICS_PORT": str(port)}
+            cmd = [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "worker",
+                "--name",
+                f"demo-{os.getpid()}-{i}",
+            ]
+            procs.append(subprocess.Popen(cmd, env=worker_env))
+        yield procs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+_BUCKET = re.compile(r'^chem_emit_to_durable_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+
+
+def _latency_buckets(ports: list[int]) -> dict[float, float]:
+    """Cumulative histogram buckets of emit→durable, merged over the workers' /metrics."""
+    merged: dict[float, float] = {}
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for le, value in _BUCKET.findall(text):
+            bound = float("inf") if le == "+Inf" else float(le)
+            merged[bound] = merged.get(bound, 0.0) + float(value)
+    return merged
+
+
+def _quantile_bound(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile q (histograms give bounds, not values)."""
+    total = buckets.get(float("inf"), 0.0)
+    if total == 0:
+        return None
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return bound * 1000 if bound != float("inf") else None
+    return None
+
+
+class _Progress:
+    """A progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def show(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last_print < 2.0 and done < self.total:
+            return
+        self.last_print = now
+        filled = int(_PROGRESS_WIDTH * done / self.total) if self.total else _PROGRESS_WIDTH
+        bar = "#" * filled + "-" * (_PROGRESS_WIDTH - filled)
+        rate = done / max(now - self.started, 1e-9)
+        line = f"durable [{bar}] {done}/{self.total} events  {rate:,.0f}/s"
+        sys.stderr.write(f"\r{line} " if self.tty else f"{line}\n")
+        sys.stderr.flush()
+
+
+def run_demo(
+    *, flows: int, workers: int, batch_size: int, as_json: bool, embedded: bool = False
+) -> int:
+    if flows < 1 or workers < 1 or batch_size < 1:
+        print("demo: --flows, --workers and --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        services: Services = stack.enter_context(resolve_services(force_embedded=embedded))
+        summary = _run(services, flows, workers, batch_size, stack)
+    if as_json:
+        print(json.dumps(asdict(summary), indent=2))
+    else:
+        print(summary.table())
+        for line in summary.mismatches[:20]:
+            print(f"MISMATCH {line}")
+    return 0 if not summary.mismatches else 1
+
+
+def _run(
+    services: Services, flows: int, workers: int, batch_size: int, stack: ExitStack
+) -> Summary:
+    run_id = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "DATABASE_URL": services.database_url,
+        "REDIS_URL": services.redis_url,
+        "CHEM_QUEUE": f"chem-demo-{run_id}",
+        "CHEM_KEY_PREFIX": f"chemdemo-{run_id}",
+        "CHEM_BATCH_SIZE": str(batch_size),
+        "CHEM_RECONCILE_GRACE_SECONDS": "5",
+        "CHEM_RECONCILE_INTERVAL_SECONDS": "2",
+    }
+    queue_settings = QueueSettings.from_env(env)
+    db_settings = DatabaseSettings.from_env(env)
+    pool = stack.enter_context(open_pool(db_settings))  # migrates before the workers start
+    store = PgEventStore(pool)
+    redis = Redis.from_url(services.redis_url)
+    stack.callback(_cleanup_redis, redis, queue_settings)
+    producer = Producer(redis, queue_settings)
+    queued = QueuedEventStore(producer)
+    engine = FlowEngine(queued)
+    ports = [_free_port() for _ in range(workers)]
+    procs = stack.enter_context(_workers(workers, env, ports))
+
+    started = time.monotonic()
+    definitions = {}
+    for seed in range(flows):
+        flow_id = uuid.uuid4()
+        definitions[flow_id] = example_flow(seed)
+        engine.run(flow_id, definitions[flow_id])
+    flow_ids = list(definitions)
+    emitted = sum(len(queued.list(f)) for f in flow_ids)
+
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    durable = 0
+    progress = _Progress(emitted)
+    while durable < emitted and time.monotonic() < deadline:
+        durable = store.count_events(flow_ids)
+        progress.show(durable)
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(
+                f"{len(dead)} worker process(es) exited (code {dead[0].returncode}); "
+                "their output above says why"
+            )
+        if durable < emitted:
+            if _parked_count(redis, producer) and _backlog(redis, producer, flow_ids) == 0:
+                break  # everything left is parked behind a dead letter
+            time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if progress.tty:
+        sys.stderr.write("\n")
+
+    buckets = _latency_buckets(ports)
+    repo = PgFlowRepository(store)
+    mismatches = []
+    for flow_id, definition in definitions.items():
+        memory_events = queued.list(flow_id)
+        pg_events = store.list(flow_id)
+        if pg_events != memory_events:
+            mismatches.append(
+                f"{flow_id}: events differ ({len(pg_events)} stored, {len(memory_events)} emitted)"
+            )
+            continue
+        expected = InMemoryFlowRepository.load(flow_id, memory_events, definition)
+        if repo.load(flow_id, definition) != expected:
+            mismatches.append(f"{flow_id}: replayed FlowInstance differs")
+            continue
+        if _fingerprints(pg_events) != _fingerprints(memory_events):
+            mismatches.append(f"{flow_id}: fingerprints differ")
+    return Summary(
+        flows=flows,
+        events=emitted,
+        artifacts=store.count_artifacts(flow_ids),
+        failed_flows=sum(
+            1 for f in flow_ids if not isinstance(queued.list(f)[-1].kind, FlowCompleted)
+        ),
+        policy_flows=sum(1 for d in definitions.values() if "choose" in d.step_ids),
+        dead_letters=_parked_count(redis, producer),
+        workers=workers,
+        batch_size=batch_size,
+        seconds=elapsed,
+        throughput_events_per_s=durable / elapsed if elapsed else 0.0,
+        latency_p50_ms=_quantile_bound(buckets, 0.5),
+        latency_p99_ms=_quantile_bound(buckets, 0.99),
+        flows_at_parity=flows - len(mismatches),
+        mismatches=mismatches,
+    )
+
+
+def _fingerprints(events: list[Any]) -> list[str]:
+    out = []
+    for e in events:
+        if isinstance(e.kind, StepFinished):
+            out.append(e.kind.fingerprint)
+        elif isinstance(e.kind, FlowCompleted):
+            out.append(e.kind.flow_fingerprint)
+    return out
+
+
+def _parked_count(redis: Redis, producer: Producer) -> int:
+    return int(redis.zcard(producer.keys.parked_index))
+
+
+def _backlog(redis: Redis, producer: Producer, flow_ids: list[uuid.UUID]) -> int:
+    pipe = redis.pipeline(transaction=False)
+    for f in flow_ids:
+        pipe.llen(producer.keys.queue(str(f)))
+    return sum(pipe.execute())
+
+
+def _cleanup_redis(redis: Redis, settings: QueueSettings) -> None:
+    """Remove this run's keys: the demo leaves nothing behind in a shared Redis."""
+    for pattern in (f"{settings.key_prefix}:*", f"rq:*{settings.queue_name}*"):
+        for key in redis.scan_iter(match=pattern, count=1000):
+            redis.delete(key)

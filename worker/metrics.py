@@ -1,0 +1,24 @@
+"""Prometheus metrics of the drain path. Labels never carry a URL, a flow payload or a secret."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_APPENDED = Counter("chem_events_appended_total", "Events committed to PostgreSQL")
+BATCH_SIZE = Histogram(
+    "chem_batch_size_events",
+    "Events per append transaction",
+    buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+APPEND_SECONDS = Histogram(
+    "chem_append_seconds", "Time of one append transaction, retries included"
+)
+EMIT_TO_DURABLE_SECONDS = Histogram(
+    "chem_emit_to_durable_seconds",
+    "From the engine's emit time to the COMMIT holding the event",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RETRIES = Counter("chem_append_retries_total", "Transient storage errors retried", ["sqlstate"])
+DEAD_LETTERS = Counter("chem_dead_letters_total", "Events moved to dead letters", ["reason"])
+DRAINS = Counter("chem_drains_total", "Drain jobs by outcome", ["outcome"])
+# Backlog, pending and parked flows are gauges read from Redis at scrape time (service.py).
