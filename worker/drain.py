@@ -29,7 +29,7 @@ from eventlog.errors import ErrorClass, classify
 from producer.jobs import enqueue_drain
 from producer.scripts import Scripts
 from producer.wire import InvalidEvent, Keys, decode_envelope
-from worker import metrics
+from worker import faults, metrics
 from worker.config import WorkerSettings
 from worker.deadletters import make_record
 
@@ -81,6 +81,7 @@ class Drainer:
         self.scripts = scripts
         self.queue = queue
         self.settings = settings
+        self.kill_after_commit = faults.kill_after_commit_probability()
 
     def drain(self, flow_id: str) -> DrainResult:
         token = secrets.token_hex(16)
@@ -114,6 +115,7 @@ class Drainer:
                     raise LockLost(f"flow {flow_id}: lock lost before release")
                 continue  # a producer pushed meanwhile
             count, poison = self._apply(flow_uuid, entries)
+            faults.maybe_kill(self.kill_after_commit)
             if count:
                 self._ack(flow_id, token, count)
                 appended += count
