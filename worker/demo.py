@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis import Redis
+from rq import Worker
 
 from domain.engine import FlowEngine
 from domain.events import FlowCompleted, StepFinished
@@ -38,6 +39,7 @@ from producer.queued_store import QueuedEventStore
 from worker.services import Services, resolve_services
 
 DRAIN_TIMEOUT_SECONDS = 300.0
+WORKER_START_TIMEOUT_SECONDS = 60.0
 _PROGRESS_WIDTH = 30
 
 
@@ -150,9 +152,9 @@ def _quantile_bound(buckets: dict[float, float], q: float) -> float | None:
 class _Progress:
     """A progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, started: float) -> None:
         self.total = total
-        self.started = time.monotonic()
+        self.started = started
         self.tty = sys.stderr.isatty()
         self.last_print = 0.0
 
@@ -212,6 +214,7 @@ def _run(
     engine = FlowEngine(queued)
     ports = [_free_port() for _ in range(workers)]
     procs = stack.enter_context(_workers(workers, env, ports))
+    _wait_for_workers(producer, procs, workers)
 
     started = time.monotonic()
     definitions = {}
@@ -224,7 +227,7 @@ def _run(
 
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
     durable = 0
-    progress = _Progress(emitted)
+    progress = _Progress(emitted, started)
     while durable < emitted and time.monotonic() < deadline:
         durable = store.count_events(flow_ids)
         progress.show(durable)
@@ -277,6 +280,17 @@ def _run(
         flows_at_parity=flows - len(mismatches),
         mismatches=mismatches,
     )
+
+
+def _wait_for_workers(producer: Producer, procs: list[subprocess.Popen[bytes]], count: int) -> None:
+    """Start the clock only once every worker has registered with rq (fair throughput)."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
+    while Worker.count(queue=producer.queue) < count:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker process exited during start-up; its output above says why")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not register within {WORKER_START_TIMEOUT_SECONDS}s")
+        time.sleep(0.05)
 
 
 def _fingerprints(events: list[Any]) -> list[str]:
