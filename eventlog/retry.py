@@ -65,7 +65,7 @@ class RetryPolicy:
             retry=retry_if_exception(is_retryable),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
             wait=wait_exponential_jitter(
-                initial=self.initial_wait_seconds,
+                multiplier=self.initial_wait_seconds,
                 max=self.max_wait_seconds,
                 jitter=self.initial_wait_seconds,
             ),

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis import Redis
-from rq import Worker
+from rq import Queue, Worker
 
 from domain.engine import FlowEngine
 from domain.events import FlowCompleted, StepFinished
@@ -319,3 +319,5 @@ def _cleanup_redis(redis: Redis, settings: QueueSettings) -> None:
     for pattern in (f"{settings.key_prefix}:*", f"rq:*{settings.queue_name}*"):
         for key in redis.scan_iter(match=pattern, count=1000):
             redis.delete(key)
+    # rq's set of known queues (what rq-dashboard lists) would keep naming the deleted queue.
+    redis.srem(Queue.redis_queues_keys, Queue.redis_queue_namespace_prefix + settings.queue_name)

@@ -1,0 +1,112 @@
+"""worker.services: which PostgreSQL and Redis the demo uses (the URLs, local servers, or none)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker import services
+from worker.services import choose, resolve_services
+
+BOTH_URLS = {"DATABASE_URL": "postgresql://db/chem", "REDIS_URL": "redis://cache:6379/0"}
+
+
+@pytest.fixture
+def probed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every port answers; the list records which ones were probed."""
+    calls: list[tuple[str, int]] = []
+
+    def answers(host: str, port: int, timeout: float = 0.5) -> bool:
+        calls.append((host, port))
+        return True
+
+    monkeypatch.setattr(services, "port_answers", answers)
+    return calls
+
+
+def _only_port_down(monkeypatch: pytest.MonkeyPatch, down: int) -> None:
+    monkeypatch.setattr(services, "port_answers", lambda host, port, timeout=0.5: port != down)
+
+
+def test_both_urls_set_means_environment_without_probing(probed: list[tuple[str, int]]) -> None:
+    assert choose(BOTH_URLS, force_embedded=False) == "environment"
+    assert probed == []  # the URLs win: nothing local is even looked at
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"DATABASE_URL": "postgresql://db/chem"},
+        {"REDIS_URL": "redis://cache:6379/0"},
+        {"DATABASE_URL": "", "REDIS_URL": ""},
+    ],
+)
+def test_without_both_urls_answering_local_ports_mean_local(
+    probed: list[tuple[str, int]], environ: dict[str, str]
+) -> None:
+    assert choose(environ, force_embedded=False) == "local"
+    assert set(probed) == {("127.0.0.1", 5432), ("127.0.0.1", 6379)}
+
+
+@pytest.mark.parametrize("down", [5432, 6379])
+def test_a_local_port_not_answering_means_embedded(
+    monkeypatch: pytest.MonkeyPatch, down: int
+) -> None:
+    _only_port_down(monkeypatch, down)
+    assert choose({}, force_embedded=False) == "embedded"
+
+
+@pytest.mark.parametrize("environ", [{}, BOTH_URLS])
+def test_force_embedded_wins(probed: list[tuple[str, int]], environ: dict[str, str]) -> None:
+    assert choose(environ, force_embedded=True) == "embedded"
+    assert probed == []
+
+
+def test_resolve_services_yields_the_environment_urls(
+    monkeypatch: pytest.MonkeyPatch, probed: list[tuple[str, int]]
+) -> None:
+    for name, value in BOTH_URLS.items():
+        monkeypatch.setenv(name, value)
+    with resolve_services() as found:
+        assert (found.database_url, found.redis_url, found.origin) == (
+            BOTH_URLS["DATABASE_URL"],
+            BOTH_URLS["REDIS_URL"],
+            "environment",
+        )
+
+
+def test_resolve_services_local_uses_the_given_urls_and_local_defaults(
+    monkeypatch: pytest.MonkeyPatch, probed: list[tuple[str, int]]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/chem")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with resolve_services() as found:
+        assert found == services.Services("postgresql://db/chem", services.LOCAL_REDIS_URL, "local")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_resolve_services_embedded_raises_and_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    _only_port_down(monkeypatch, 5432)
+    with pytest.raises(RuntimeError) as raised, resolve_services(force_embedded=force):
+        pytest.fail("resolve_services must not yield without services")
+    message = str(raised.value)
+    assert "DATABASE_URL" in message
+    assert "REDIS_URL" in message
+    assert "127.0.0.1:5432" in message
+    assert "127.0.0.1:6379" in message
+    assert "scripts/ensure-services" in message
+
+
+def test_port_answers_on_a_listening_and_a_closed_port() -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert services.port_answers("127.0.0.1", port)
+    assert not services.port_answers("127.0.0.1", port, timeout=0.2)
