@@ -50,3 +50,6 @@ SELECT count(*)
 FROM workflow_step_artifacts a
 JOIN event_log e ON e.seq = a.produced_in_seq
 WHERE e.flow_id = ANY(%(flow_ids)s)
+
+-- name: count_artifacts_by_hash
+SELECT count(*) FROM workflow_step_artifacts WHERE artifact_hash = ANY(%(hashes)s)

@@ -66,9 +66,14 @@ class PgEventStore:
         event = FlowEvent(-1, flow_id, kind, _aware(ts or utc_now(), "ts"))
         bodies = {a.hash: a for a in artifacts}
         check_artifact_bodies(bodies)
+        # The position an attempt wrote at, kept across retries: a retry after a COMMIT whose
+        # outcome was unknown (connection lost) finds the event there instead of adding a copy.
+        attempted: builtins.list[int] = []
         return self.retry.call(
             "append",
-            lambda: self._write(flow_id, [event], bodies, assign_positions=True),
+            lambda: self._write(
+                flow_id, [event], bodies, assign_positions=True, attempted=attempted
+            ),
             self._on_retry,
         )[0]
 
@@ -99,13 +104,21 @@ class PgEventStore:
         bodies: Mapping[str, Artifact],
         *,
         assign_positions: bool,
+        attempted: builtins.list[int] | None = None,
     ) -> builtins.list[FlowEvent]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(query("lock_flow"), {"namespace": LOCK_NAMESPACE, "flow_id": flow_id})
             cur.execute(query("next_position"), {"flow_id": flow_id})
             next_seq = _one(cur)
             if assign_positions:
+                if attempted and attempted[-1] < next_seq:  # did an earlier attempt commit?
+                    earlier = replace(events[0], seq=attempted[-1])
+                    stored = self._compare_stored(cur, flow_id, [earlier], raise_conflict=False)
+                    if stored:
+                        return stored
                 events = [replace(e, seq=next_seq + i) for i, e in enumerate(events)]
+                if attempted is not None:
+                    attempted.append(next_seq)
             new = [e for e in events if e.seq >= next_seq]
             if new and new[0].seq != next_seq:
                 raise SeqGap(flow_id, new[0].seq, next_seq)
@@ -124,8 +137,15 @@ class PgEventStore:
             return [*existing, *stored]
 
     def _compare_stored(
-        self, cur: psycopg.Cursor[Any], flow_id: UUID, events: Sequence[FlowEvent]
+        self,
+        cur: psycopg.Cursor[Any],
+        flow_id: UUID,
+        events: Sequence[FlowEvent],
+        *,
+        raise_conflict: bool = True,
     ) -> builtins.list[FlowEvent]:
+        """The stored events at these positions; SeqConflict (or [] if not raise_conflict)
+        when one differs."""
         if not events:
             return []
         params = {"flow_id": flow_id, "first": events[0].seq, "last": events[-1].seq}
@@ -133,6 +153,8 @@ class PgEventStore:
         stored = [_row_to_event(flow_id, row) for row in cur.fetchall()]
         for old, event in zip(stored, events, strict=True):
             if not same_event(old, event):
+                if not raise_conflict:
+                    return []
                 raise SeqConflict(flow_id, event.seq, f"stored {old.event_type} at {old.ts}")
         return stored
 
@@ -181,10 +203,14 @@ class PgEventStore:
         """How many artifact rows were first produced by events of these flows."""
         return self._count("count_flows_artifacts", flow_ids)
 
-    def _count(self, name: str, flow_ids: Sequence[UUID]) -> int:
+    def count_stored_artifacts(self, hashes: Sequence[str]) -> int:
+        """How many of these artifact hashes have a row (whoever produced them first)."""
+        return self._count("count_artifacts_by_hash", hashes, "hashes")
+
+    def _count(self, name: str, values: Sequence[object], param: str = "flow_ids") -> int:
         def read() -> int:
             with self.pool.connection() as conn, conn.cursor() as cur:
-                cur.execute(query(name), {"flow_ids": list(flow_ids)})
+                cur.execute(query(name), {param: list(values)})
                 return _one(cur)
 
         return self.retry.call(name, read, self._on_retry)

@@ -122,7 +122,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
     return run_demo(
-        flows=args.flows, workers=args.workers, batch_size=args.batch_size, as_json=args.json
+        flows=args.flows,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        as_json=args.json,
+        embedded=args.embedded,
     )
 
 
@@ -166,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -179,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
+        print(
+            "chem-persistence: interrupted; what this command started has been stopped",
+            file=sys.stderr,
+        )
         return 130
     except ValueError as exc:  # configuration and input errors name the variable and the value
         print(f"chem-persistence: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,9 +26,18 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         value = float(raw)
     except ValueError:
         raise WorkerConfigError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value):  # NaN compares false with everything: it would pass below
+        raise WorkerConfigError(f"{name}: {raw!r} is not a finite number")
     if value < minimum:
         raise WorkerConfigError(f"{name}: {raw!r} is below the minimum {minimum:g}")
     return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _number(env, name, default, minimum)
+    if not float(value).is_integer():
+        raise WorkerConfigError(f"{name}: {env.get(name)!r} is not a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,12 @@ class WorkerSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         env = os.environ if environ is None else environ
         port = env.get("CHEM_METRICS_PORT", "")
-        metrics_port = int(_number(env, "CHEM_METRICS_PORT", 0, 1)) if port else None
+        metrics_port = _integer(env, "CHEM_METRICS_PORT", 0, 1) if port else None
         if metrics_port is not None and metrics_port > 65535:
             raise WorkerConfigError(f"CHEM_METRICS_PORT: {port!r} is not a TCP port")
         return cls(
-            batch_size=int(_number(env, "CHEM_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)),
-            lock_ttl_ms=int(_number(env, "CHEM_LOCK_TTL_MS", DEFAULT_LOCK_TTL_MS, 100)),
+            batch_size=_integer(env, "CHEM_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1),
+            lock_ttl_ms=_integer(env, "CHEM_LOCK_TTL_MS", DEFAULT_LOCK_TTL_MS, 100),
             drain_slice_seconds=_number(
                 env, "CHEM_DRAIN_SLICE_SECONDS", DEFAULT_DRAIN_SLICE_SECONDS, 0.01
             ),

@@ -177,6 +177,7 @@ def run_demo(
     if flows < 1 or workers < 1 or batch_size < 1:
         print("demo: --flows, --workers and --batch-size must be at least 1", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # stop what we started on SIGTERM too
     with ExitStack() as stack:
         services: Services = stack.enter_context(resolve_services(force_embedded=embedded))
         summary = _run(services, flows, workers, batch_size, stack)
@@ -187,6 +188,10 @@ def run_demo(
         for line in summary.mismatches[:20]:
             print(f"MISMATCH {line}")
     return 0 if not summary.mismatches else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(
@@ -265,7 +270,7 @@ def _run(
     return Summary(
         flows=flows,
         events=emitted,
-        artifacts=store.count_artifacts(flow_ids),
+        artifacts=store.count_stored_artifacts(_outputs(queued, flow_ids)),
         failed_flows=sum(
             1 for f in flow_ids if not isinstance(queued.list(f)[-1].kind, FlowCompleted)
         ),
@@ -291,6 +296,16 @@ def _wait_for_workers(producer: Producer, procs: list[subprocess.Popen[bytes]], 
         if time.monotonic() > deadline:
             raise RuntimeError(f"workers did not register within {WORKER_START_TIMEOUT_SECONDS}s")
         time.sleep(0.05)
+
+
+def _outputs(queued: QueuedEventStore, flow_ids: list[uuid.UUID]) -> list[str]:
+    """Every artifact hash the run's StepFinished events reference, once."""
+    hashes: dict[str, None] = {}
+    for flow_id in flow_ids:
+        for event in queued.list(flow_id):
+            if isinstance(event.kind, StepFinished):
+                hashes.update(dict.fromkeys(event.kind.outputs))
+    return list(hashes)
 
 
 def _fingerprints(events: list[Any]) -> list[str]:

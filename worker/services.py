@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -31,13 +32,19 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def url_with_database(url: str, name: str) -> str:
+    """The same server, user and options, another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
 def ensure_database(admin_url: str, name: str) -> str:
     """Create database ``name`` if missing; return its URL (same server and user)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return admin_url.rsplit("/", 1)[0] + "/" + name
+    return url_with_database(admin_url, name)
 
 
 def choose(environ: Mapping[str, str], force_embedded: bool) -> str:
@@ -63,7 +70,8 @@ def resolve_services(force_embedded: bool = False) -> Iterator[Services]:
         )
         yield Services(db, os.environ.get("REDIS_URL") or LOCAL_REDIS_URL, origin)
         return
-    raise RuntimeError(
-        "no PostgreSQL and Redis to use: set DATABASE_URL and REDIS_URL, or start local servers "
-        "on 127.0.0.1:5432 and 127.0.0.1:6379 (scripts/ensure-services does it on Debian)"
-    )
+    from worker.embedded import embedded_servers
+
+    with embedded_servers() as servers:
+        database_url = ensure_database(servers.admin_url, LOCAL_DEMO_DATABASE)
+        yield Services(database_url, servers.redis_url, origin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from worker import services
@@ -85,20 +87,49 @@ def test_resolve_services_local_uses_the_given_urls_and_local_defaults(
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_resolve_services_embedded_raises_and_says_what_to_do(
+def test_resolve_services_falls_back_to_the_embedded_servers(
     monkeypatch: pytest.MonkeyPatch, force: bool
 ) -> None:
+    from contextlib import contextmanager
+
+    from worker import embedded
+
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
     _only_port_down(monkeypatch, 5432)
-    with pytest.raises(RuntimeError) as raised, resolve_services(force_embedded=force):
-        pytest.fail("resolve_services must not yield without services")
-    message = str(raised.value)
-    assert "DATABASE_URL" in message
-    assert "REDIS_URL" in message
-    assert "127.0.0.1:5432" in message
-    assert "127.0.0.1:6379" in message
-    assert "scripts/ensure-services" in message
+    started: list[str] = []
+    admin = "postgresql://postgres@/postgres?host=%2Ftmp%2Fpg"
+
+    @contextmanager
+    def fake_servers() -> Iterator[embedded.EmbeddedServers]:
+        started.append("up")
+        yield embedded.EmbeddedServers(admin, "redis://127.0.0.1:7000/0")
+        started.append("down")
+
+    created: list[tuple[str, str]] = []
+
+    def fake_ensure(url: str, name: str) -> str:
+        created.append((url, name))
+        return services.url_with_database(url, name)
+
+    monkeypatch.setattr(embedded, "embedded_servers", fake_servers)
+    monkeypatch.setattr(services, "ensure_database", fake_ensure)
+    with resolve_services(force_embedded=force) as found:
+        assert started == ["up"]
+        assert found == services.Services(
+            "postgresql://postgres@/chem_demo?host=%2Ftmp%2Fpg",
+            "redis://127.0.0.1:7000/0",
+            "embedded",
+        )
+    assert started == ["up", "down"]  # stopped on exit
+    assert created == [(admin, services.LOCAL_DEMO_DATABASE)]
+
+
+def test_url_with_database_keeps_server_user_and_options() -> None:
+    assert (
+        services.url_with_database("postgresql://u:p@h:5433/postgres?sslmode=require", "x")
+        == "postgresql://u:p@h:5433/x?sslmode=require"
+    )
 
 
 def test_port_answers_on_a_listening_and_a_closed_port() -> None:
