@@ -79,6 +79,32 @@ def test_demo_stores_every_flow_at_parity_and_cleans_up(
     assert all(key.startswith(b"rq:worker:demo-") for key in redis_conn.scan_iter(count=1000))
 
 
+def test_demo_on_embedded_servers_reaches_parity_and_stops_them(tmp_path: Path) -> None:
+    """--embedded: real PostgreSQL and Valkey from wheels under ./.chem/, even though local
+    servers answer; every flow at parity, and no server process left running afterwards."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CHEM_", "DATABASE_", "REDIS_"))
+    }
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "demo", "--embedded", "--flows", "20", "--json"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["flows_at_parity"] == summary["flows"] == 20
+    assert summary["mismatches"] == []
+    assert (workdir / ".chem" / "pgdata" / "PG_VERSION").exists()  # it really ran embedded
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(workdir) not in running.stdout  # both servers stopped on exit
+
+
 def _summary(**overrides: object) -> Summary:
     values: dict[str, object] = {
         "flows": 30,
