@@ -62,7 +62,7 @@ class Producer:
         keys = [self.keys.queue(flow_id), self.keys.parked(flow_id), self.keys.pending]
         became_pending = self.scripts.emit(keys=keys, args=[flow_id, now_ms(), *envelopes])
         if became_pending == 1:
-            enqueue_drain(self.queue, flow_id)
+            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))
 
     def send_many(self, by_flow: dict[str, list[str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -76,4 +76,4 @@ class Producer:
                 calls.append(flow_id)
         results = pipe.execute()
         for flow_id in {f for f, r in zip(calls, results, strict=True) if r == 1}:
-            enqueue_drain(self.queue, flow_id)
+            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))

@@ -125,4 +125,4 @@ class DeadLetters:
         if result == -1:
             raise RuntimeError(f"flow {flow_id}: its dead letters changed meanwhile; run it again")
         if result == 1:
-            enqueue_drain(self.queue, flow_id)
+            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))

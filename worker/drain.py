@@ -125,7 +125,7 @@ class Drainer:
             if time.monotonic() >= deadline:
                 # Fairness: give the worker to other flows; this one stays pending.
                 self._release(flow_id, token, "keep")
-                enqueue_drain(self.queue, flow_id)
+                enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))
                 return DrainResult("handed_over", appended)
 
     def _apply(self, flow_id: UUID, entries: list[bytes]) -> tuple[int, _Poison | None]:

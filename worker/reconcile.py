@@ -15,6 +15,8 @@ from typing import cast
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from producer.jobs import enqueue_drain
 from producer.wire import Keys
@@ -25,8 +27,10 @@ log = logging.getLogger(__name__)
 def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> list[str]:
     """Enqueue drains for flows pending longer than ``grace_seconds`` with no live lock.
 
-    The flow's pending score is bumped to now, so the next pass leaves it alone for another
-    grace period while its new job waits in the queue. Returns the flows re-enqueued.
+    A flow whose last drain job is still waiting in the rq queue is left alone (a long queue
+    must not make every pass add another job per flow). The pending score of every flow looked
+    at is bumped to now, so the next pass skips it for another grace period. Returns the flows
+    re-enqueued.
     """
     now_ms = int(time.time() * 1000)
     cutoff = now_ms - int(grace_seconds * 1000)
@@ -39,18 +43,33 @@ def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> l
     for flow in stale:
         pipe.exists(keys.lock(flow))
         pipe.exists(keys.parked(flow))
+        pipe.get(keys.job(flow))
     flags = pipe.execute()
+    waiting = _queued_job_ids(redis, [f for f in flags[2::3] if f is not None])
     enqueued = []
     for i, flow in enumerate(stale):
-        locked, parked = flags[2 * i], flags[2 * i + 1]
+        locked, parked, job_id = flags[3 * i : 3 * i + 3]
         if locked or parked:
             continue
         redis.zadd(keys.pending, {flow: now_ms}, xx=True)
-        enqueue_drain(queue, flow)
+        if job_id is not None and job_id.decode() in waiting:
+            continue  # its drain is still waiting in the rq queue: don't pile up another
+        enqueue_drain(queue, flow, keys.job(flow))
         enqueued.append(flow)
     if enqueued:
         log.info("action=reconcile enqueued=%d stale=%d", len(enqueued), len(stale))
     return enqueued
+
+
+def _queued_job_ids(redis: Redis, job_ids: list[bytes]) -> set[str]:
+    """Which of these rq jobs are still waiting in a queue (not started, not finished)."""
+    ids = [j.decode() for j in job_ids]
+    jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer) if ids else []
+    return {
+        job.id
+        for job in jobs
+        if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED
+    }
 
 
 class PeriodicReconciler(threading.Thread):
