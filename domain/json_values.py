@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import TypeAlias
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -27,8 +28,66 @@ class InvalidJson(ValueError):
         self.value = value
 
 
+#: Deepest nesting of arrays and objects accepted. Python's json module and these checks
+#: recurse once per level (about 1000 frames in all): without a bound, a deep value raises
+#: RecursionError in the producer, or is accepted there and then fails to decode in a worker.
+MAX_DEPTH = 512
+
+
 def check_json(value: object, field: str) -> None:
     """Raise InvalidJson naming the first offending path below ``field``."""
+    if not _valid(value, 0):  # the usual case builds no path string
+        _check(value, field, 0)
+
+
+def _valid(value: object, depth: int) -> bool:
+    """What ``_check`` accepts, as a bool: the same rules, without naming paths (a hot path:
+    every event is checked by the producer and again by the worker)."""
+    if isinstance(value, str):
+        return _text_ok(value)
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    items: Iterable[object]
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not _text_ok(key):
+                return False
+        items = value.values()
+    else:
+        return False
+    for item in items:  # scalars inline: one call per container, not per value
+        if isinstance(item, str):
+            if not _text_ok(item):
+                return False
+        elif item is None or isinstance(item, bool | int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif not _valid(item, depth + 1):
+            return False
+    return True
+
+
+def _text_ok(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check(value: object, field: str, depth: int) -> None:
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
@@ -38,16 +97,20 @@ def check_json(value: object, field: str) -> None:
     if isinstance(value, str):
         _check_text(value, field)
         return
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        # Not the value itself: its repr would recurse as deep as the value goes.
+        shown = f"<{type(value).__name__} at depth {depth}>"
+        raise InvalidJson(field, shown, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
         for i, item in enumerate(value):
-            check_json(item, f"{field}[{i}]")
+            _check(item, f"{field}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidJson(field, key, "object keys must be strings")
             _check_text(key, f"{field} key")
-            check_json(item, f"{field}.{key}")
+            _check(item, f"{field}.{key}", depth + 1)
         return
     raise InvalidJson(field, value, f"{type(value).__name__} is not a JSON type")
 

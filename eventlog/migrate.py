@@ -1,6 +1,6 @@
 """Schema migrations, driven from Python: alembic with the repository's ``migrations/``.
 
-The schema is defined only by ``migrations/versions`` (explicit SQL, revisions 0001..0005).
+The schema is defined only by ``migrations/versions`` (explicit SQL, revisions 0001..0006).
 Every migrator, the ``alembic`` command included, first takes a session-level
 ``pg_advisory_lock(MIGRATION_LOCK_KEY)`` (see ``migrations/env.py``): processes that start
 together queue on it, the first one migrates, the others then find the database at head and do
@@ -23,6 +23,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from psycopg.rows import TupleRow
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
@@ -134,6 +135,21 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def head_revision() -> str | None:
+    """The newest revision of the repository's migrations."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def at_head(url: str) -> bool:
+    """Whether the database is at the newest revision.
+
+    Reading needs no lock and no DDL right, only SELECT on ``alembic_version`` (granted to
+    ``chem_app`` by revision 0006): a worker with least privilege checks this and does not
+    migrate.
+    """
+    return current(url) == head_revision()
 
 
 def offline_sql(revision: str = HEAD) -> str:

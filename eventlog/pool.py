@@ -37,6 +37,10 @@ def open_pool(
 ) -> Pool:
     """Apply pending migrations (under the migration advisory lock), then open the pool.
 
+    A database already at head is not locked nor touched: reading its revision needs only
+    SELECT on ``alembic_version``. A role that may not migrate a database behind head gets a
+    PoolOpenError telling to run ``chem-persistence migrate`` as the owner.
+
     The pool holds ``settings.min_connections`` connections when this returns, never opens more
     than ``settings.max_connections``, and checks a connection before lending it. Connections
     are not in autocommit: every ``with pool.connection() as conn:`` block is one transaction.
@@ -46,10 +50,19 @@ def open_pool(
     shown = settings.redacted_url
     if migrate:
         try:
-            migrations.upgrade(settings.url)
+            # At head (the usual case): nothing to lock or change, so a role with only the
+            # rights of chem_app (revision 0006) opens its pool without any DDL right.
+            if not migrations.at_head(settings.url):
+                migrations.upgrade(settings.url)
         except psycopg.OperationalError as exc:
             raise PoolOpenError(
                 f"pool {name!r}: cannot migrate {shown}: {redact_text(str(exc), settings.url)}"
+            ) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PoolOpenError(
+                f"pool {name!r}: {shown} is not at revision {migrations.head_revision()} and "
+                f"this role may not migrate it ({redact_text(str(exc).strip(), settings.url)}); "
+                "run `chem-persistence migrate` with the owner's DATABASE_URL first"
             ) from exc
 
     kwargs: dict[str, object] = {"autocommit": False}

@@ -14,16 +14,38 @@ FROM event_log
 WHERE flow_id = %(flow_id)s AND flow_seq >= %(first)s AND flow_seq <= %(last)s
 ORDER BY flow_seq
 
--- name: insert_event
-INSERT INTO event_log (flow_id, flow_seq, ts, event_type, payload)
-VALUES (%s, %s, %s, %s, %s::jsonb)
-RETURNING seq
-
--- name: insert_artifact
--- First producer wins: an artifact already stored keeps its body and producer.
-INSERT INTO workflow_step_artifacts (artifact_hash, kind, payload, metadata, produced_in_seq)
-VALUES (%s, %s, %s::jsonb, %s::jsonb, %s)
-ON CONFLICT (artifact_hash) DO NOTHING
+-- name: insert_events
+-- A batch of one flow in ONE statement (one round trip, one parse): its events, inserted in
+-- position order (so seq grows with flow_seq), then, when %(artifacts)s, a row per output hash
+-- of each StepFinished, the lowest seq first. First producer wins: an artifact already stored,
+-- or produced earlier in the batch, keeps its row (ON CONFLICT DO NOTHING).
+-- %(events)s: JSON array of [flow_seq, ts, event_type, payload], in position order.
+-- %(bodies)s: JSON object {hash: [kind, payload, metadata]} of the bodies the batch carries;
+-- an output without one is kind %(unknown_kind)s, payload JSON null; null metadata is SQL NULL.
+-- Returns the new rows' seq, in position order.
+WITH batch AS (
+    SELECT (e->>0)::int AS flow_seq, (e->>1)::timestamptz AS ts, e->>2 AS event_type,
+           e->3 AS payload, n
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS b(e, n)
+), inserted AS (
+    INSERT INTO event_log (flow_id, flow_seq, ts, event_type, payload)
+    SELECT %(flow_id)s, flow_seq, ts, event_type, payload FROM batch ORDER BY n
+    RETURNING seq, flow_seq, event_type, payload
+), bodies AS MATERIALIZED (
+    SELECT %(bodies)s::jsonb AS b
+), artifacts AS (
+    INSERT INTO workflow_step_artifacts (artifact_hash, kind, payload, metadata, produced_in_seq)
+    SELECT o.hash, coalesce(bodies.b->o.hash->>0, %(unknown_kind)s),
+           coalesce(bodies.b->o.hash->1, 'null'::jsonb), nullif(bodies.b->o.hash->2, 'null'::jsonb),
+           i.seq
+    FROM inserted i
+    CROSS JOIN LATERAL jsonb_array_elements_text(i.payload->'StepFinished'->'outputs') AS o(hash)
+    CROSS JOIN bodies
+    WHERE %(artifacts)s AND i.event_type = 'stepfinished'
+    ORDER BY i.seq
+    ON CONFLICT (artifact_hash) DO NOTHING
+)
+SELECT seq FROM inserted ORDER BY flow_seq
 
 -- name: list_flow
 SELECT seq, flow_seq, ts, payload FROM event_log WHERE flow_id = %(flow_id)s ORDER BY flow_seq

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 from uuid import UUID
 
 from domain.canonical import is_hash
 from domain.codec import DecodeError, decode_kind, encode_kind
-from domain.events import KIND_CLASSES, Artifact, FlowEvent, StepFinished
+from domain.events import KIND_CLASSES, Artifact, FlowEvent, FlowEventKind, StepFinished
 from domain.json_values import InvalidJson, JsonValue, check_json, dumps
 
 ENVELOPE_VERSION = 1
@@ -45,6 +45,10 @@ class Keys:
 
     def dead(self, flow_id: str) -> str:
         return f"{self.prefix}:{{{flow_id}}}:dead"
+
+    def job(self, flow_id: str) -> str:
+        """The id of the last drain job enqueued for the flow (see reconcile)."""
+        return f"{self.prefix}:{{{flow_id}}}:job"
 
     def parked(self, flow_id: str) -> str:
         return f"{self.prefix}:{{{flow_id}}}:parked"
@@ -73,6 +77,7 @@ def encode_envelope(
         raise InvalidEvent("seq", event.seq, "must be a non-negative integer")
     if not isinstance(event.ts, datetime) or event.ts.utcoffset() is None:
         raise InvalidEvent("ts", event.ts, "must be a timezone-aware datetime")
+    _check_utc_range(event.ts, event.ts)
     if not isinstance(event.kind, KIND_CLASSES):
         raise InvalidEvent("kind", event.kind, "not one of the seven event kinds")
     payload = _validated_payload(event)
@@ -105,7 +110,7 @@ def _validated_payload(event: FlowEvent) -> dict[str, JsonValue]:
         check_json(payload, "kind")
         decoded = decode_kind(json.loads(dumps(payload)))
     except (DecodeError, InvalidJson) as exc:
-        raise InvalidEvent(exc.field, exc.value, str(exc).split(": ", 1)[-1]) from exc
+        raise InvalidEvent(exc.field, exc.value, _why(exc)) from exc
     except (TypeError, ValueError) as exc:
         raise InvalidEvent("kind", event.kind, f"cannot be encoded: {exc}") from exc
     if decoded != event.kind:
@@ -134,7 +139,7 @@ def _artifacts(event: FlowEvent, artifacts: Sequence[Artifact]) -> list[JsonValu
             check_json(artifact.payload, f"{where}.payload")
             check_json(artifact.metadata, f"{where}.metadata")
         except InvalidJson as exc:
-            raise InvalidEvent(exc.field, exc.value, str(exc).split(": ", 1)[-1]) from exc
+            raise InvalidEvent(exc.field, exc.value, _why(exc)) from exc
         if artifact.hash not in outputs:
             raise InvalidEvent(f"{where}.hash", artifact.hash, "is not among the event's outputs")
         body: dict[str, JsonValue] = {
@@ -148,16 +153,29 @@ def _artifacts(event: FlowEvent, artifacts: Sequence[Artifact]) -> list[JsonValu
 
 
 def decode_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
-    """The worker's side: parse and check an entry read from Redis; InvalidEvent if malformed."""
+    """The worker's side: parse and check an entry read from Redis; InvalidEvent if malformed.
+
+    It accepts what ``encode_envelope`` writes and nothing else that could fail later: any
+    other entry (garbage, nesting too deep for Python's json, text PostgreSQL cannot store,
+    malformed artifact bodies) is an InvalidEvent, never another exception.
+    """
+    try:
+        return _decode(raw)
+    except RecursionError:
+        raise InvalidEvent("envelope", raw[:80], "nested too deeply to decode") from None
+
+
+def _decode(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent("envelope", raw[:80], f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidEvent("envelope", data, "not a JSON object")
-    if data.get("v") != ENVELOPE_VERSION:
+    version = data.get("v")
+    if type(version) is not int or version != ENVELOPE_VERSION:  # not true, not 1.0
         raise InvalidEvent(
-            "v", data.get("v"), f"unsupported envelope version (expected {ENVELOPE_VERSION})"
+            "v", version, f"unsupported envelope version (expected {ENVELOPE_VERSION})"
         )
     flow = _field(data, "flow_id", str)
     try:
@@ -174,21 +192,63 @@ def decode_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
         raise InvalidEvent("ts", ts_text, "not an ISO 8601 time") from None
     if ts.utcoffset() is None:
         raise InvalidEvent("ts", ts_text, "has no time zone")
+    _check_utc_range(ts, ts_text)
     try:
+        check_json(data.get("payload"), "payload")  # every string storable, not only JSON data
         kind = decode_kind(data.get("payload"), "payload")
-    except DecodeError as exc:
-        raise InvalidEvent(exc.field, exc.value, str(exc).split(": ", 1)[-1]) from exc
+    except (DecodeError, InvalidJson) as exc:
+        raise InvalidEvent(exc.field, exc.value, _why(exc)) from exc
     if data.get("event_type") != kind.event_type:
         raise InvalidEvent(
             "event_type", data.get("event_type"), f"does not match {kind.event_type}"
         )
+    return FlowEvent(seq, flow_id, kind, ts), _decode_artifacts(kind, data.get("artifacts"))
+
+
+def _decode_artifacts(kind: FlowEventKind, items: object) -> dict[str, Artifact]:
+    """Artifact bodies under the rules ``_artifacts`` enforces when encoding."""
+    if items is None or items == []:
+        return {}
+    if not isinstance(items, list):
+        raise InvalidEvent("artifacts", items, "not a list")
+    outputs = kind.outputs if isinstance(kind, StepFinished) else ()
     bodies: dict[str, Artifact] = {}
-    for i, item in enumerate(data.get("artifacts") or []):
+    for i, item in enumerate(items):
+        where = f"artifacts[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
-            raise InvalidEvent(f"artifacts[{i}]", item, "not an artifact object")
-        artifact = Artifact(item["kind"], item.get("payload"), item.get("metadata"))
-        bodies[str(item.get("hash"))] = artifact
-    return FlowEvent(seq, flow_id, kind, ts), bodies
+            raise InvalidEvent(where, item, "not an artifact object")
+        unknown = sorted(set(item) - {"hash", "kind", "payload", "metadata"})
+        if unknown:
+            raise InvalidEvent(f"{where}.{unknown[0]}", item[unknown[0]], "unknown field")
+        if not item["kind"]:
+            raise InvalidEvent(f"{where}.kind", item["kind"], "must be a non-empty string")
+        claimed = item.get("hash")
+        if not is_hash(claimed) or claimed not in outputs:
+            # (only a StepFinished has outputs: no other kind carries artifacts)
+            raise InvalidEvent(f"{where}.hash", claimed, "is not among the event's outputs")
+        try:
+            check_json(item.get("payload"), f"{where}.payload")
+            check_json(item.get("metadata"), f"{where}.metadata")
+        except InvalidJson as exc:
+            raise InvalidEvent(exc.field, exc.value, _why(exc)) from exc
+        body = Artifact(item["kind"], item.get("payload"), item.get("metadata"))
+        bodies[cast(str, claimed)] = body
+    return bodies
+
+
+def _check_utc_range(ts: datetime, shown: object) -> None:
+    """The instant must exist as a UTC datetime: PostgreSQL would store it, but reading it
+    back (psycopg, in UTC) would fail for ever."""
+    try:
+        ts.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent("ts", shown, "out of range once converted to UTC") from None
+
+
+def _why(exc: DecodeError | InvalidJson) -> str:
+    """The reason alone: InvalidEvent names the field and shows the value itself."""
+    text = str(exc).removeprefix(f"{exc.field}: ")
+    return text.removesuffix(f" (got {exc.value!r:.200})")
 
 
 def _field(data: dict[str, Any], name: str, typ: type) -> Any:

@@ -131,6 +131,7 @@ class Drainer:
     def _apply(self, flow_id: UUID, entries: list[bytes]) -> tuple[int, _Poison | None]:
         """Commit the longest valid prefix of ``entries``; return its length and the poison."""
         events: list[FlowEvent] = []
+        own_bodies: list[dict[str, Artifact]] = []  # each event's own, to blame the right one
         bodies: dict[str, Artifact] = {}
         poison: _Poison | None = None
         for entry in entries:
@@ -144,6 +145,7 @@ class Drainer:
                 poison = _Poison(entry, exc, None)
                 break
             events.append(event)
+            own_bodies.append(event_bodies)
             bodies.update(event_bodies)
         if not events:
             return 0, poison
@@ -158,7 +160,7 @@ class Drainer:
         # A permanent error somewhere in the batch: find the first bad event, one at a time.
         for i, event in enumerate(events):
             try:
-                self._append(flow_id, [event], bodies)
+                self._append(flow_id, [event], own_bodies[i])
             except Exception as exc:
                 if classify(exc) is not ErrorClass.PERMANENT:
                     if i:

@@ -2,7 +2,8 @@
 
 By default a SimpleWorker: drains run in this process and reuse one connection pool. With
 ``--fork`` the standard forking Worker runs each drain in a child (isolation, but a new pool
-per job). Either way jobs are JSON-serialized: whoever can write Redis gets no code execution.
+per job). Either way jobs are JSON-serialized and only ``drain_flow`` runs (``DrainJob``):
+whoever can write Redis gets no code execution.
 """
 
 from __future__ import annotations
@@ -17,15 +18,58 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import SimpleWorker, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from producer.config import QueueSettings
-from producer.jobs import ingest_queue
+from producer.jobs import DRAIN_FUNCTION, ingest_queue
 from producer.wire import Keys
 from worker.config import WorkerSettings
 from worker.reconcile import PeriodicReconciler, reconcile
 
 log = logging.getLogger(__name__)
+
+
+class RefusedJob(RuntimeError):
+    """A job on the queue that is not ``drain_flow(flow_id)``: failed, never run."""
+
+
+class DrainJob(Job):
+    """The only job a chem worker runs: ``worker.drain.drain_flow``; no callbacks, no webhooks.
+
+    The JSON serializer keeps pickles out, but a JSON job still names any importable function
+    (``os.system``), callbacks and webhooks: whoever can write Redis could run or send them.
+    A job naming another function fails (visible in the failed registry) before anything is
+    imported; callbacks and webhooks are dropped with a warning.
+    """
+
+    @property
+    def func(self) -> Any:
+        if self.func_name != DRAIN_FUNCTION or self.instance is not None:
+            raise RefusedJob(f"job {self.id}: {self.func_name!r:.100} is not {DRAIN_FUNCTION}")
+        return super().func
+
+    def _dropped(self, what: str, name: object) -> None:
+        if name:
+            log.warning("action=job_refused job=%s dropped=%s value=%.100r", self.id, what, name)
+
+    @property
+    def success_callback(self) -> Any:
+        self._dropped("success_callback", self._success_callback_name)
+        return None
+
+    @property
+    def failure_callback(self) -> Any:
+        self._dropped("failure_callback", self._failure_callback_name)
+        return None
+
+    @property
+    def stopped_callback(self) -> Any:
+        self._dropped("stopped_callback", self._stopped_callback_name)
+        return None
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        self._dropped("webhooks", [w.url for w in self.webhooks])
 
 
 class QueueGauges(Collector):
@@ -81,6 +125,7 @@ def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = No
         [queue],
         connection=redis,
         serializer=JSONSerializer,
+        job_class=DrainJob,
         name=name or f"chem-{socket.gethostname()}-{threading.get_native_id()}",
     )
     try:

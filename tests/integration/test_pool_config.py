@@ -228,7 +228,7 @@ def test_pool_honours_min_and_max_and_closes_everything(database_url: str) -> No
 
 
 def test_session_pool_fixture_is_migrated_and_transactional(pool: Pool, database_url: str) -> None:
-    assert migrate.current(database_url) == "0005"
+    assert migrate.current(database_url) == "0006"
     with pool.connection() as conn:
         assert not conn.autocommit
         assert conn.execute("SELECT count(*) >= 0 FROM event_log").fetchone() == (True,)

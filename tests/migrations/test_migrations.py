@@ -21,7 +21,7 @@ from psycopg import errors
 
 from eventlog import migrate
 
-HEAD = "0005"
+HEAD = "0006"
 REPO_ROOT = Path(migrate.__file__).resolve().parent.parent
 SECRET = "topsecret"
 CLOSED_PORT_URL = f"postgresql://nobody:{SECRET}@127.0.0.1:1/nowhere"
@@ -282,7 +282,7 @@ def test_ten_processes_opening_pools_at_once_migrate_once(empty_database_url: st
         assert out.strip() == "done", err
     all_stderr = "".join(err for _, err in results)
     # One process ran the five revisions; the nine others waited on the lock, found head.
-    assert all_stderr.count("Running upgrade") == 5, all_stderr
+    assert all_stderr.count("Running upgrade") == 6, all_stderr
     assert fetch(url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
@@ -410,9 +410,9 @@ def test_offline_sql_needs_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
     assert re.search(r"CREATE TABLE (IF NOT EXISTS )?event_log\b", text)
     assert re.search(r"CREATE TABLE (IF NOT EXISTS )?workflow_step_artifacts\b", text)
     assert "CREATE OR REPLACE FUNCTION event_log_append_only()" in text
-    assert text.count("COMMIT;") == 5  # one transaction per revision
+    assert text.count("COMMIT;") == 6  # one transaction per revision
     assert f"pg_advisory_lock({migrate.MIGRATION_LOCK_KEY})" in text
-    assert "UPDATE alembic_version SET version_num='0005'" in text
+    assert "UPDATE alembic_version SET version_num='0006'" in text
     assert SECRET not in text
 
 
@@ -431,7 +431,7 @@ def run_alembic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 def test_plain_alembic_command_from_the_repo_root(empty_database_url: str) -> None:
     upgraded = run_alembic("upgrade", "head", env={"DATABASE_URL": empty_database_url})
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "Running upgrade 0004 -> 0005" in upgraded.stderr
+    assert "Running upgrade 0005 -> 0006" in upgraded.stderr
     assert migrate.current(empty_database_url) == HEAD
 
     # -x url=... wins over DATABASE_URL (which points nowhere here)
@@ -439,7 +439,7 @@ def test_plain_alembic_command_from_the_repo_root(empty_database_url: str) -> No
         "-x", f"url={empty_database_url}", "current", env={"DATABASE_URL": CLOSED_PORT_URL}
     )
     assert shown.returncode == 0, shown.stderr
-    assert "0005 (head)" in shown.stdout
+    assert "0006 (head)" in shown.stdout
 
 
 def test_migrated_database_url_is_a_fresh_clone_at_head(

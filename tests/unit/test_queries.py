@@ -48,7 +48,7 @@ def test_every_query_has_a_statement_without_comment_lines(name: str) -> None:
 def test_every_query_used_by_the_code_exists() -> None:
     uses = used_names()
     # the scan must see the store's statements, or it proves nothing
-    assert {"lock_flow", "next_position", "insert_event", "list_flow"} <= uses.keys()
+    assert {"lock_flow", "next_position", "insert_events", "list_flow"} <= uses.keys()
     assert "count_flows_events" in uses
     missing = {name: where for name, where in uses.items() if name not in names()}
     assert not missing, f"queries used but not defined in queries.sql: {missing}"

@@ -1,0 +1,55 @@
+"""A worker never crashes on a malformed entry found in Redis — the real thing: the Drainer
+with PgEventStore on the session's PostgreSQL database and the session's real Redis.
+
+Each example queues one new flow: valid envelopes, one fuzzed entry (random bytes, random JSON,
+truncated, non-UTF-8, nested too deep, or an envelope with one field mutated), more valid
+envelopes. One drain must store the valid prefix in PostgreSQL, dead-letter the fuzzed entry
+with a record naming the reason, park the flow and leave the later entries queued untouched —
+or, when the entry is in fact a storable event, store it and go on (``expected_fate``). Text
+PostgreSQL cannot hold (U+0000, lone surrogates) matters here, where the unit test's
+in-memory store would not notice it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from eventlog.pool import Pool
+from eventlog.store import PgEventStore
+from producer.jobs import ingest_queue
+from producer.scripts import Scripts
+from producer.wire import Keys
+from tests.fuzz_strategies import FuzzFlow, check_drain, fuzz_flows
+from worker.config import WorkerSettings
+from worker.drain import Drainer
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,  # every example uses a new flow and new keys
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(fuzz_flows(max_events=5), st.integers(1, 4))
+def test_drainer_on_postgres_survives_any_entry_and_parks_on_poison(
+    pool: Pool, redis_conn: redis.Redis, key_prefix: str, flow: FuzzFlow, batch_size: int
+) -> None:
+    keys = Keys(f"{key_prefix}-fuzz-{uuid.uuid4().hex[:8]}")
+    note(f"keys under {keys.prefix}")
+    scripts = Scripts.register(redis_conn)
+    drainer = Drainer(
+        redis_conn,
+        PgEventStore(pool),
+        keys,
+        scripts,
+        ingest_queue(redis_conn, keys.prefix),
+        WorkerSettings(batch_size=batch_size, lock_ttl_ms=10_000),
+    )
+    check_drain(flow, redis_conn, scripts, drainer, PgEventStore(pool).list, keys)

@@ -1,0 +1,149 @@
+"""Fuzzing the queue's edges without servers (fakeredis runs the real Lua scripts).
+
+(a) The producer refuses every invalid event with InvalidEvent (a ValueError) and enqueues
+    nothing — neither with ``emit`` nor with ``emit_many`` (all or nothing) — and accepts every
+    valid one, which a worker then decodes back to the very same event and bodies.
+(b) A worker never crashes on a malformed entry it finds in Redis: the Drainer, over valid
+    events, then a fuzzed entry, then more valid events, stores the valid prefix, dead-letters
+    the fuzzed entry with a record naming the reason, parks the flow and leaves the later
+    events queued untouched — or, when the entry is in fact a storable event, stores it and
+    goes on. The oracle is ``expected_fate``; the store is InMemoryEventStore (the reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import fakeredis
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from domain.events import Artifact, FlowEvent
+from domain.store import InMemoryEventStore
+from producer.config import QueueSettings
+from producer.jobs import DRAIN_FUNCTION, ingest_queue
+from producer.producer import Producer
+from producer.scripts import Scripts
+from producer.wire import InvalidEvent, Keys, decode_envelope, encode_envelope
+from tests.fuzz_strategies import (
+    FuzzFlow,
+    check_drain,
+    fuzz_flows,
+    invalid_items,
+    oversized_items,
+    valid_items,
+)
+from worker.config import WorkerSettings
+from worker.drain import Drainer
+
+QUEUE = "fuzz-q"
+KEYS = Keys("fuzz")
+MAX_BYTES = 2048  # small, so that an oversized envelope is cheap to build
+FUZZ_SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FEWER = settings(FUZZ_SETTINGS, max_examples=50)  # the simpler properties
+
+Item = tuple[FlowEvent, tuple[Artifact, ...]]
+
+
+@contextmanager
+def fresh_producer() -> Iterator[tuple[fakeredis.FakeRedis, Producer]]:
+    """A Producer on an empty fakeredis server of its own (one per example)."""
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    settings = QueueSettings(queue_name=QUEUE, key_prefix=KEYS.prefix, max_envelope_bytes=MAX_BYTES)
+    try:
+        yield redis, Producer(redis, settings)
+    finally:
+        redis.close()
+
+
+def assert_refused(produce: Any, redis: fakeredis.FakeRedis) -> InvalidEvent:
+    with pytest.raises(InvalidEvent) as caught:
+        produce()
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.field, "InvalidEvent names the field"
+    assert str(caught.value).startswith(f"{caught.value.field}: ")
+    assert redis.dbsize() == 0, "nothing may reach Redis"
+    return caught.value
+
+
+# --- (a) the producer -------------------------------------------------------------------------
+
+
+@FUZZ_SETTINGS
+@given(invalid_items(), st.lists(valid_items(), max_size=3), st.integers(0, 3))
+def test_producer_refuses_every_invalid_event_and_enqueues_nothing(
+    case: tuple[str, Item], others: list[Item], at: int
+) -> None:
+    what, (event, bodies) = case
+    note(f"broken: {what}")
+    with fresh_producer() as (redis, producer):
+        error = assert_refused(lambda: producer.emit(event, bodies or None), redis)
+        note(f"refused: {error}")
+        batch = [*others[:at], (event, bodies), *others[at:]]
+        assert_refused(lambda: producer.emit_many(batch), redis)
+        assert_refused(lambda: producer.encode(event, bodies), redis)
+
+
+@FEWER
+@given(oversized_items(MAX_BYTES))
+def test_producer_refuses_an_oversized_envelope(item: Item) -> None:
+    event, bodies = item
+    with fresh_producer() as (redis, producer):
+        error = assert_refused(lambda: producer.emit(event, bodies), redis)
+        assert error.field == "envelope"
+
+
+@FEWER
+@given(st.lists(valid_items(), min_size=1, max_size=4), st.booleans())
+def test_producer_accepts_every_valid_event(items: list[Item], many: bool) -> None:
+    with fresh_producer() as (redis, producer):
+        fits = [(e, b) for e, b in items if len(encode_envelope(e, b).encode()) <= MAX_BYTES]
+        if many:
+            assert producer.emit_many(fits) == len(fits)
+        else:
+            for event, bodies in fits:
+                producer.emit(event, bodies or None)
+        flows = list(dict.fromkeys(str(e.flow_id) for e, _ in fits))
+        queued = [
+            entry
+            for flow in flows
+            for entry in cast(list[bytes], redis.lrange(KEYS.queue(flow), 0, -1))
+        ]
+        decoded = [decode_envelope(entry) for entry in queued]
+        by_flow = sorted(fits, key=lambda item: flows.index(str(item[0].flow_id)))
+        assert [d[0] for d in decoded] == [e for e, _ in by_flow]
+        assert [d[1] for d in decoded] == [{a.hash: a for a in b} for _, b in by_flow]
+        queue = ingest_queue(redis, QUEUE)
+        assert queue.count == len(flows)  # one drain job per flow that became pending
+        assert {job.func_name for job in queue.get_jobs()} <= {DRAIN_FUNCTION}
+
+
+# --- (b) the worker ---------------------------------------------------------------------------
+
+
+@FUZZ_SETTINGS
+@given(fuzz_flows(), st.integers(1, 4))
+def test_drainer_survives_any_entry_and_parks_on_poison(flow: FuzzFlow, batch_size: int) -> None:
+    note(f"fuzzed entry ({flow.how}) at position {flow.position}: {flow.entry[:300]!r}")
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    try:
+        store = InMemoryEventStore()
+        scripts = Scripts.register(redis)
+        drainer = Drainer(
+            redis,
+            store,
+            KEYS,
+            scripts,
+            ingest_queue(redis, QUEUE),
+            WorkerSettings(batch_size=batch_size, lock_ttl_ms=10_000),
+        )
+        check_drain(flow, redis, scripts, drainer, store.list, KEYS)
+    finally:
+        redis.close()
