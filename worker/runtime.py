@@ -10,12 +10,12 @@ import os
 import threading
 from dataclasses import dataclass
 
-from eventlog.pool import open_pool
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
 from eventlog.config import DatabaseSettings
 from eventlog.errors import sqlstate_of
+from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
 from producer.config import QueueSettings
 from producer.jobs import ingest_queue
