@@ -111,10 +111,10 @@ def produce(seed: int, flows: int, events: int, rate: float, log_path: Path) -> 
     namespace = vars(producer_module)  # Producer.send looks enqueue_drain up here
     real_enqueue = namespace["enqueue_drain"]
 
-    def enqueue_or_die(queue: Any, flow_id: str) -> str:
+    def enqueue_or_die(queue: Any, flow_id: str, marker_key: str | None = None) -> str:
         if random.random() < die:
             os._exit(17)  # killed between the Lua call and the rq enqueue
-        return str(real_enqueue(queue, flow_id))
+        return str(real_enqueue(queue, flow_id, marker_key))
 
     namespace["enqueue_drain"] = enqueue_or_die
     done = Counter[int]()

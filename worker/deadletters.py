@@ -25,10 +25,15 @@ from producer.wire import Keys
 log = logging.getLogger(__name__)
 
 
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def make_record(entry: bytes, exc: BaseException, position: int | None) -> str:
     record: dict[str, Any] = {
         "reason": type(exc).__name__,
-        "error": str(exc)[:2000],
+        "error": printable(str(exc))[:2000],
         "sqlstate": sqlstate_of(exc),
         "position": position,
         "time": datetime.now(UTC).isoformat(),

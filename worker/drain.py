@@ -31,7 +31,7 @@ from producer.scripts import Scripts
 from producer.wire import InvalidEvent, Keys, decode_envelope
 from worker import faults, metrics
 from worker.config import WorkerSettings
-from worker.deadletters import make_record
+from worker.deadletters import make_record, printable
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,9 @@ class Drainer:
             raise LockLost(f"flow {flow_id}: lock lost after COMMIT; the next drain re-acks")
 
     def _dead_letter(self, flow_id: str, token: str, poison: _Poison) -> None:
-        reason = f"{type(poison.error).__name__} at position {poison.position}: {poison.error}"
+        reason = printable(
+            f"{type(poison.error).__name__} at position {poison.position}: {poison.error}"
+        )
         record = make_record(poison.entry, poison.error, poison.position)
         keys = [
             *self.keys.flow_keys(flow_id),
