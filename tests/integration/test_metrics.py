@@ -166,7 +166,10 @@ def test_worker_metrics_count_every_event_and_the_parked_flow(
     client.zadd(producer.keys.pending, {poisoned: int(time.time() * 1000)})
     enqueue_drain(producer.queue, poisoned)
 
-    values = worker.wait_for(lambda v: v.get("chem_parked_flows") == 1)
+    # The parked gauge is read from Redis at scrape time; the counter is bumped just after the
+    # dead-letter script returns: wait for both, or the scrape can fall between the two.
+    dead = 'chem_dead_letters_total{reason="InvalidEvent"}'
+    values = worker.wait_for(lambda v: v.get("chem_parked_flows") == 1 and v.get(dead) == 1)
     assert values["chem_parked_flows"] == 1
     assert values['chem_dead_letters_total{reason="InvalidEvent"}'] == 1
     assert values["chem_pending_flows"] == 0
