@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from uuid import UUID
 
 from redis import Redis
@@ -130,6 +131,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from worker.bench import run_bench
+
+    return run_bench(quick=args.quick, soak=args.soak, output_dir=args.output, as_json=args.json)
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from worker.chaos import run_chaos
 
@@ -190,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
     )
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("bench", help="ingestion throughput and latency against the alternatives")
+    p.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    p.add_argument("--soak", action="store_true", help="add a 10-minute worker RSS run")
+    p.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser(
         "chaos", help="the pipeline under load while faults are injected; counts lost events"
     )
