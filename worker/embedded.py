@@ -41,6 +41,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler: unwind like Ctrl-C, so that context managers stop their servers."""
+    raise KeyboardInterrupt
+
+
 def _ancestors(path: Path) -> list[Path]:
     return [p for p in path.resolve().parents]
 

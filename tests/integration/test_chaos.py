@@ -54,5 +54,7 @@ def test_short_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path) -
     assert (report["lost"], report["duplicated"], report["reordered"]) == (0, 0, 0)
     assert report["parked_flows"] == 0
     assert report["drain_seconds_after_last_fault"] is not None
-    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    running = subprocess.run(
+        ["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True
+    )
     assert str(workdir) not in running.stdout  # private servers and workers all stopped

@@ -101,7 +101,9 @@ def test_demo_on_embedded_servers_reaches_parity_and_stops_them(tmp_path: Path) 
     assert summary["flows_at_parity"] == summary["flows"] == 20
     assert summary["mismatches"] == []
     assert (workdir / ".chem" / "pgdata" / "PG_VERSION").exists()  # it really ran embedded
-    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    running = subprocess.run(
+        ["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True
+    )
     assert str(workdir) not in running.stdout  # both servers stopped on exit
 
 
