@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
-import pytest
 import redis
 from rq import Worker
 
-from eventlog.pool import Pool
 from eventlog.store import LOCK_NAMESPACE, PgEventStore
 from producer.producer import now_ms
 from producer.scripts import Scripts
@@ -35,7 +31,6 @@ from tests.integration.queue_helpers import (
     stored_counts,
     terminate_backends,
     wait_until,
-    worker_processes,
 )
 
 RECOVERY_TIMEOUT_SECONDS = 30.0
@@ -47,22 +42,6 @@ CRASH_SETTINGS: dict[str, str | float] = {
     "CHEM_RECONCILE_INTERVAL_SECONDS": 0.5,
     "CHEM_RECONCILE_GRACE_SECONDS": 1,
 }
-
-
-@pytest.fixture
-def env(database_url: str, redis_url: str, request: pytest.FixtureRequest) -> QueueEnv:
-    return QueueEnv.new(database_url, redis_url, request.node.name)
-
-
-@pytest.fixture
-def workers(env: QueueEnv, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(env, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def store(pool: Pool) -> PgEventStore:
-    return PgEventStore(pool)
 
 
 def wait_complete(

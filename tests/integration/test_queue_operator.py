@@ -8,13 +8,10 @@ event 2 is appended directly), and ``chem-persistence dlq retry P`` applies the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from eventlog.pool import Pool
 from eventlog.store import PgEventStore
 from producer.wire import encode_envelope
 from tests.integration.queue_helpers import (
@@ -30,26 +27,9 @@ from tests.integration.queue_helpers import (
     run_cli,
     status_json,
     wait_until,
-    worker_processes,
 )
 
 TIMEOUT_SECONDS = 30.0
-
-
-@pytest.fixture
-def env(database_url: str, redis_url: str, request: pytest.FixtureRequest) -> QueueEnv:
-    return QueueEnv.new(database_url, redis_url, request.node.name)
-
-
-@pytest.fixture
-def workers(env: QueueEnv, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(env, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def store(pool: Pool) -> PgEventStore:
-    return PgEventStore(pool)
 
 
 def test_poison_parks_the_flow_until_the_operator_retries(

@@ -10,7 +10,7 @@ import json
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -24,7 +24,6 @@ from domain.engine import FlowEngine
 from domain.events import Artifact, FlowEvent
 from domain.examples import example_flow
 from domain.replay import InMemoryFlowRepository
-from eventlog.pool import Pool
 from eventlog.store import PgEventStore
 from producer.jobs import DRAIN_FUNCTION
 from producer.queued_store import FlowParked, QueuedEventStore
@@ -43,28 +42,11 @@ from tests.integration.queue_helpers import (
     queue_idle,
     random_flows,
     wait_until,
-    worker_processes,
 )
 from worker.config import WorkerSettings
 from worker.drain import Drainer, DrainResult
 
 DRAIN_TIMEOUT_SECONDS = 60.0
-
-
-@pytest.fixture
-def env(database_url: str, redis_url: str, request: pytest.FixtureRequest) -> QueueEnv:
-    return QueueEnv.new(database_url, redis_url, request.node.name)
-
-
-@pytest.fixture
-def workers(env: QueueEnv, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(env, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def store(pool: Pool) -> PgEventStore:
-    return PgEventStore(pool)
 
 
 def test_500_interleaved_flows_drained_by_three_workers(
