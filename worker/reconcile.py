@@ -45,7 +45,7 @@ def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> l
         pipe.exists(keys.parked(flow))
         pipe.get(keys.job(flow))
     flags = pipe.execute()
-    waiting = _queued_job_ids(redis, [f for f in flags[2::3] if f is not None])
+    waiting = _queued_job_ids(redis, queue, [f for f in flags[2::3] if f is not None])
     enqueued = []
     for i, flow in enumerate(stale):
         locked, parked, job_id = flags[3 * i : 3 * i + 3]
@@ -61,15 +61,26 @@ def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> l
     return enqueued
 
 
-def _queued_job_ids(redis: Redis, job_ids: list[bytes]) -> set[str]:
-    """Which of these rq jobs are still waiting in a queue (not started, not finished)."""
+def _queued_job_ids(redis: Redis, queue: Queue, job_ids: list[bytes]) -> set[str]:
+    """Which of these rq jobs are really waiting in ``queue``: status queued AND still listed.
+
+    A worker killed between taking a job id off the queue and marking the job started leaves
+    a job that says "queued" but is in no queue: trusting the status alone would strand its flow.
+    """
     ids = [j.decode() for j in job_ids]
     jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer) if ids else []
-    return {
+    candidates = [
         job.id
         for job in jobs
         if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED
-    }
+    ]
+    if not candidates:
+        return set()
+    pipe = redis.pipeline(transaction=False)
+    for job_id in candidates:
+        pipe.lpos(queue.key, job_id)
+    positions = pipe.execute()
+    return {job_id for job_id, pos in zip(candidates, positions, strict=True) if pos is not None}
 
 
 class PeriodicReconciler(threading.Thread):

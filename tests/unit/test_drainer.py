@@ -489,6 +489,18 @@ def test_reconcile_does_not_pile_up_jobs_behind_a_long_queue(rig: Rig) -> None:
     assert rig.queue.count == 1
 
 
+def test_reconcile_re_enqueues_a_job_that_says_queued_but_left_the_queue(rig: Rig) -> None:
+    """A worker SIGKILLed after popping the job id and before marking the job started leaves
+    a job whose status still says queued: its flow must not wait for it forever."""
+    rig.push(A, envelope(flow_events(F1, 1)[0]))
+    assert reconcile(rig.redis, KEYS, rig.queue, grace_seconds=0) == [A]
+    [job] = rig.queue.get_jobs()
+    rig.redis.lrem(rig.queue.key, 0, job.id)  # taken off the queue by a worker that then died
+    assert job.get_status(refresh=True) == "queued"
+    assert reconcile(rig.redis, KEYS, rig.queue, grace_seconds=0) == [A]
+    assert rig.queue.count == 1
+
+
 # --- the operator's exits -----------------------------------------------------------------------
 
 
