@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -13,15 +12,11 @@ from domain.events import Artifact, FlowEvent
 from producer.config import QueueSettings
 from producer.jobs import enqueue_drain, ingest_queue
 from producer.scripts import Scripts
-from producer.wire import Keys, encode_envelope
+from producer.wire import Keys, encode_envelope, now_ms
 
 log = logging.getLogger(__name__)
 
 EMIT_MANY_CHUNK = 1000  # envelopes per Lua call (Lua's unpack limit is ~8000)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Producer:

@@ -10,6 +10,7 @@ Per-flow keys share the hash tag ``{flow_id}`` so that one flow lives in one clu
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,11 @@ from domain.events import KIND_CLASSES, Artifact, FlowEvent, FlowEventKind, Step
 from domain.json_values import InvalidJson, JsonValue, check_json, dumps
 
 ENVELOPE_VERSION = 1
+
+
+def now_ms() -> int:
+    """Scores of the pending and parked indexes are Unix times in milliseconds."""
+    return int(time.time() * 1000)
 
 
 class InvalidEvent(ValueError):

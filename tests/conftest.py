@@ -20,7 +20,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -30,6 +30,7 @@ from psycopg import sql
 from eventlog import migrate
 from eventlog.config import DatabaseSettings, redact_text, redact_url
 from eventlog.pool import Pool, open_pool
+from worker.services import url_with_database
 
 ADMIN_URL_ENV = "TEST_ADMIN_DATABASE_URL"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -86,11 +87,6 @@ def require_redis(url: str) -> None:
             client.close()
 
     require_server(f"Redis at {url}", check)
-
-
-def url_with_database(url: str, dbname: str) -> str:
-    """``url`` pointing at database ``dbname`` (same server, user, options)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
 
 
 def new_database_name(suffix: str = "") -> str:

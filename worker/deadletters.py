@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -20,7 +19,7 @@ from rq import Queue
 from eventlog.errors import sqlstate_of
 from producer.jobs import enqueue_drain
 from producer.scripts import Scripts
-from producer.wire import Keys
+from producer.wire import Keys, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ class DeadLetters:
             self.keys.pending,
             self.keys.parked_index,
         ]
-        now = int(time.time() * 1000)
+        now = now_ms()
         result = self.scripts.resume(keys=keys, args=[flow_id, now, seen, *entries])
         if result == -1:
             raise RuntimeError(f"flow {flow_id}: its dead letters changed meanwhile; run it again")

