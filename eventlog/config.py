@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -75,6 +75,12 @@ def redact_url(url: str) -> str:
             authority = f"{user}:{REDACTED}@{hosts}"
         url = f"{scheme}{sep}{authority}{tail}"
     return _PASSWORD_PARAM.sub(lambda m: m.group("key") + REDACTED, url)
+
+
+def url_with_database(url: str, name: str) -> str:
+    """The same server, user and options, another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def _passwords(url: str) -> Iterator[str]:

@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-DRAIN_FUNCTION = "worker.drain.drain_flow"
+DRAIN_FUNCTION = "worker.runtime.drain_flow"
 DRAIN_JOB_TIMEOUT_SECONDS = 300  # a drain hands over after ~30 s; a job this old is abandoned
 FAILED_JOB_TTL_SECONDS = 7 * 24 * 3600
 MARKER_TTL_SECONDS = 24 * 3600  # a backstop: a marker outliving its job only delays reconcile

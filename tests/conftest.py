@@ -28,9 +28,8 @@ import redis
 from psycopg import sql
 
 from eventlog import migrate
-from eventlog.config import DatabaseSettings, redact_text, redact_url
+from eventlog.config import DatabaseSettings, redact_text, redact_url, url_with_database
 from eventlog.pool import Pool, open_pool
-from worker.services import url_with_database
 
 ADMIN_URL_ENV = "TEST_ADMIN_DATABASE_URL"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -44,7 +43,7 @@ TEST_DATABASE_PREFIX = "chem_test"
 HOW_TO_START = "start it with `make services` (scripts/ensure-services)"
 
 _TESTS_DIR = Path(__file__).resolve().parent
-INTEGRATION_DIRS = (_TESTS_DIR / "integration", _TESTS_DIR / "migrations")
+INTEGRATION_DIRS = (_TESTS_DIR / "integration", _TESTS_DIR / "migrations", _TESTS_DIR / "lab")
 
 # A server found down stays down for the session: later tests skip at once, without timeouts.
 _server_errors: dict[str, str | None] = {}

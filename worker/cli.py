@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any
 from uuid import UUID
 
 from redis import Redis
@@ -19,6 +20,9 @@ from producer.wire import Keys
 from worker.deadletters import DeadLetters
 
 log = logging.getLogger("chem_persistence")
+
+#: Entry-point group through which the lab distribution adds its commands.
+LAB_COMMANDS_GROUP = "chem_persistence.commands"
 
 
 def _flow(text: str) -> str:
@@ -119,36 +123,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if events else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+def _lab_commands() -> list[Callable[[Any], None]]:
+    """The lab's commands (demo, bench, chaos), when the lab distribution is installed.
 
-    return run_demo(
-        flows=args.flows,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        as_json=args.json,
-        embedded=args.embedded,
-    )
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from worker.bench import run_bench
-
-    return run_bench(quick=args.quick, soak=args.soak, output_dir=args.output, as_json=args.json)
-
-
-def cmd_chaos(args: argparse.Namespace) -> int:
-    from worker.chaos import run_chaos
-
-    return run_chaos(
-        duration=args.duration,
-        flows=args.flows,
-        events=args.events,
-        workers=args.workers,
-        rate=args.rate,
-        seed=args.seed,
-        as_json=args.json,
-    )
+    They plug in through an entry point, so this production module never imports the lab.
+    """
+    return [ep.load() for ep in entry_points(group=LAB_COMMANDS_GROUP)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,37 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="the whole pipeline end to end, with a parity check")
-    p.add_argument("--flows", type=int, default=300)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument(
-        "--embedded",
-        action="store_true",
-        help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
-    )
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("bench", help="ingestion throughput and latency against the alternatives")
-    p.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
-    p.add_argument("--soak", action="store_true", help="add a 10-minute worker RSS run")
-    p.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "chaos", help="the pipeline under load while faults are injected; counts lost events"
-    )
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of faults (600)")
-    p.add_argument("--flows", type=int, default=200)
-    p.add_argument("--events", type=int, default=300, help="events per flow (300)")
-    p.add_argument("--workers", type=int, default=3)
-    p.add_argument(
-        "--rate", type=float, default=None, help="producer events/s (default: spread over the run)"
-    )
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_chaos)
+    for register in _lab_commands():
+        register(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""drain_flow: move one flow's queued events into PostgreSQL, in order, exactly once.
+"""The drainer: move one flow's queued events into PostgreSQL, in order, exactly once.
 
 Protocol (see DESIGN §4):
 1. take the flow's lock (SET NX PX, owner token), or return: the holder will see new events;
@@ -221,10 +221,3 @@ class Drainer:
     def _done(result: DrainResult) -> DrainResult:
         metrics.DRAINS.labels(result.outcome).inc()
         return result
-
-
-def drain_flow(flow_id: str) -> dict[str, str | int]:
-    """The rq job: drain one flow with this process's runtime (built on first use)."""
-    from worker.runtime import runtime  # runtime imports this module
-
-    return runtime().drainer.drain(flow_id).as_dict()

@@ -80,3 +80,8 @@ def reset_runtime() -> None:
         if _current is not None and _current.pid == os.getpid():
             _current.close()
         _current = None
+
+
+def drain_flow(flow_id: str) -> dict[str, str | int]:
+    """The rq job: drain one flow with this process's runtime (built on first use)."""
+    return runtime().drainer.drain(flow_id).as_dict()

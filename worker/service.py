@@ -35,7 +35,7 @@ class RefusedJob(RuntimeError):
 
 
 class DrainJob(Job):
-    """The only job a chem worker runs: ``worker.drain.drain_flow``; no callbacks, no webhooks.
+    """The only job a chem worker runs: ``worker.runtime.drain_flow``; no callbacks, no webhooks.
 
     The JSON serializer keeps pickles out, but a JSON job still names any importable function
     (``os.system``), callbacks and webhooks: whoever can write Redis could run or send them.

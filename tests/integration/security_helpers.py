@@ -22,8 +22,8 @@ import redis
 
 from domain.engine import FlowEngine
 from domain.examples import example_flow
+from lab.ports import free_port
 from producer import Producer, QueuedEventStore, QueueSettings
-from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0

@@ -22,8 +22,8 @@ import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
+from lab.ports import free_port
 from producer.jobs import enqueue_drain, ingest_queue
-from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = Path(sys.executable).with_name("rq-dashboard")

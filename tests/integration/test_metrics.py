@@ -19,9 +19,9 @@ import redis
 
 from domain.engine import FlowEngine
 from domain.examples import example_flow
+from lab.ports import free_port
 from producer import Producer, QueuedEventStore, QueueSettings
 from producer.jobs import enqueue_drain
-from worker.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "metrics-s3cret-pw"

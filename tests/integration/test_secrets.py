@@ -223,7 +223,7 @@ def test_worker_runs_json_drains_only_never_pickles_nor_other_functions(
             assert not marker.exists(), f"the {name} job ran code:\n{output}"
         failed = FailedJobRegistry(queue=as_json)
         assert failed.count == 3, output  # refused, and visible as failed jobs
-        assert "is not worker.drain.drain_flow" in output
+        assert "is not worker.runtime.drain_flow" in output
         store = PgEventStore(owner_pool)
         for flow in flows:  # the worker went on with the real drains
             assert store.list(flow) == queued.list(flow)

@@ -1,9 +1,12 @@
-"""Imports point one way: ``domain ← eventlog ← worker``, ``domain ← producer ← worker``.
+"""Imports point one way: ``domain ← eventlog ← worker``, ``domain ← producer ← worker``,
+and the lab (demo, bench, chaos) on top of everything, imported by no production module.
 
 Checked statically with ``ast`` (nothing is imported): ``domain`` uses only the standard
-library (no I/O library), ``blake3`` and itself; nothing imports ``worker``; ``producer`` and
-``eventlog`` never import each other. Imports under ``if TYPE_CHECKING:`` and literal
-``importlib.import_module("...")`` calls count too.
+library (no I/O library), ``blake3`` and itself; nothing but the lab imports ``worker``;
+``producer`` and ``eventlog`` never import each other; no production package imports ``lab``;
+and no module imports itself through a chain of others (a circle), function-local imports
+included, so a circle cannot hide behind an import moved into a function. Imports under
+``if TYPE_CHECKING:`` and literal ``importlib.import_module("...")`` calls count too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED = ("domain", "eventlog", "producer", "worker", "migrations")
+PRODUCTION = ("domain", "eventlog", "producer", "worker", "migrations")
+CHECKED = (*PRODUCTION, "lab")
 
 DOMAIN_ALLOWED_THIRD_PARTY = frozenset({"blake3", "domain"})
 # Never in the domain, even those that are in the standard library (network, processes, DBs).
@@ -43,6 +47,7 @@ DOMAIN_FORBIDDEN = frozenset(
         "producer",
         "worker",
         "migrations",
+        "lab",
     }
 )
 STDLIB = frozenset(sys.stdlib_module_names)
@@ -111,8 +116,10 @@ def violations(module: str, source: str, *, is_package: bool = False) -> list[st
                 found.append(f"{where}: the domain does no I/O and depends on no other layer")
             elif imp.top not in STDLIB and imp.top not in DOMAIN_ALLOWED_THIRD_PARTY:
                 found.append(f"{where}: the domain uses only the stdlib and blake3")
-        if imp.top == "worker" and layer != "worker":
-            found.append(f"{where}: nothing imports worker (the composition root)")
+        if imp.top == "worker" and layer not in ("worker", "lab"):
+            found.append(f"{where}: only the lab imports worker (the composition root)")
+        if imp.top == "lab" and layer in PRODUCTION:
+            found.append(f"{where}: production code never imports the lab")
         if layer == "producer" and imp.top == "eventlog":
             found.append(f"{where}: producer never imports eventlog")
         if layer == "eventlog" and imp.top == "producer":
@@ -141,6 +148,78 @@ def all_violations(root: Path = ROOT) -> list[str]:
     return found
 
 
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module → the project modules it imports. ``from pkg import name`` points at
+    ``pkg.name`` when that is a module of the tree, else at ``pkg`` itself."""
+    files = {
+        module_name(path, root): path for package in CHECKED for path in python_files(package, root)
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        targets: set[str] = set()
+        source = path.read_text(encoding="utf-8")
+        for imp in imports_of(source, module, is_package=path.name == "__init__.py"):
+            for name in _with_imported_names(source, imp):
+                target = _longest_known(name, files)
+                if target is not None and target != module:
+                    targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def _with_imported_names(source: str, imp: Import) -> list[str]:
+    """``imp.module`` and, for ``from X import a, b``, ``X.a`` and ``X.b`` (maybe modules)."""
+    names = [imp.module]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.lineno == imp.line and node.module:
+            names += [f"{imp.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _longest_known(name: str, modules: dict[str, Path]) -> str | None:
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
 # --- the real tree ----------------------------------------------------------------------------
 
 
@@ -157,6 +236,21 @@ def test_every_module_parses() -> None:
 
 def test_imports_point_one_way() -> None:
     assert all_violations() == []
+
+
+def test_no_import_circles() -> None:
+    graph = module_graph()
+    assert "worker.cli" in graph and "lab.commands" in graph  # the checker sees both rooms
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_circle_through_a_function_local_import(tmp_path: Path) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "a.py").write_text("from worker.b import f\n")
+    (tmp_path / "worker" / "b.py").write_text("def f():\n    from worker import a\n")
+    (tmp_path / "worker" / "c.py").write_text("from worker import a, b\n")  # no circle
+    assert import_cycles(module_graph(tmp_path)) == [["worker.a", "worker.b"]]
 
 
 def test_the_domain_imports_blake3_and_the_stdlib_only() -> None:
@@ -199,6 +293,10 @@ def test_the_domain_imports_blake3_and_the_stdlib_only() -> None:
         ("producer.emit", "import worker.drain\n", "worker.drain"),
         ("migrations.env", "from worker import settings\n", "worker"),
         ("migrations.versions.0001_event_log", "import worker\n", "worker"),
+        ("worker.cli", "from lab.demo import run_demo\n", "lab.demo"),
+        ("worker.drain", "def f():\n    import lab.faults\n", "lab.faults"),
+        ("eventlog.pool", "import importlib\nimportlib.import_module('lab')\n", "lab"),
+        ("domain.fake", "import lab\n", "lab"),
     ],
 )
 def test_the_checker_reports_a_violation(module: str, source: str, culprit: str) -> None:
@@ -219,6 +317,8 @@ def test_the_checker_reports_a_violation(module: str, source: str, culprit: str)
         ("worker.cli", "from eventlog import PgEventStore\nfrom producer import Producer\n"),
         ("worker.cli", "from worker.drain import drain_flow\nfrom . import metrics\n"),
         ("migrations.env", "from alembic import context\nfrom eventlog import config\n"),
+        ("lab.demo", "from worker.cli import main\nfrom producer import Producer\n"),
+        ("lab.bench.run", "from eventlog.store import PgEventStore\nimport lab.ports\n"),
     ],
 )
 def test_the_checker_accepts_allowed_imports(module: str, source: str) -> None:

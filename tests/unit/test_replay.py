@@ -1,4 +1,4 @@
-"""Replay (InMemoryFlowRepository.load): each rule of DESIGN §2."""
+"""Replay (InMemoryFlowRepository.load): each rule of ARCHITECTURE.md, Domain."""
 
 from __future__ import annotations
 

@@ -32,11 +32,12 @@ from eventlog.config import DatabaseSettings
 from eventlog.pool import open_pool
 from eventlog.repository import PgFlowRepository
 from eventlog.store import PgEventStore
+from lab.embedded import raise_keyboard_interrupt
+from lab.local_servers import Services, resolve_services
+from lab.ports import free_port
 from producer.config import QueueSettings
 from producer.producer import Producer
 from producer.queued_store import QueuedEventStore
-from worker.embedded import raise_keyboard_interrupt
-from worker.services import Services, free_port, resolve_services
 
 DRAIN_TIMEOUT_SECONDS = 300.0
 WORKER_START_TIMEOUT_SECONDS = 60.0

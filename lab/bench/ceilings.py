@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from worker.bench.config import CEILING_BATCH
-from worker.bench.core import Bench
-from worker.bench.data import Dataset
-from worker.bench.measure import Stopwatch, chunks
-from worker.bench.servers import check_stored
+from lab.bench.config import CEILING_BATCH
+from lab.bench.core import Bench
+from lab.bench.data import Dataset
+from lab.bench.measure import Stopwatch, chunks
+from lab.bench.servers import check_stored
 
 # The ceilings' statements: the classic row-at-a-time INSERTs (run by executemany in pipeline
 # mode), and the one-statement form of the store (a JSON array, one parse, one round trip).

@@ -16,15 +16,15 @@ from domain.events import (
     FlowEventKind,
 )
 from domain.store import utc_now
+from lab.bench.config import BATCH_SIZES, SUSTAINED_CHUNK, WORKER_COUNTS, BenchError, say
+from lab.bench.core import Bench
+from lab.bench.data import event_source
+from lab.bench.measure import PipelineConfig, Stopwatch, chunks, percentile
+from lab.bench.servers import check_stored
+from lab.bench.workers import WorkerSet
 from producer.jobs import enqueue_drain
 from producer.producer import EMIT_MANY_CHUNK
 from producer.wire import now_ms
-from worker.bench.config import BATCH_SIZES, SUSTAINED_CHUNK, WORKER_COUNTS, BenchError, say
-from worker.bench.core import Bench
-from worker.bench.data import event_source
-from worker.bench.measure import PipelineConfig, Stopwatch, chunks, percentile
-from worker.bench.servers import check_stored
-from worker.bench.workers import WorkerSet
 
 
 def run_pipeline(bench: Bench) -> None:

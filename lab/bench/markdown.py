@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from worker.bench.measure import cpu_text
+from lab.bench.measure import cpu_text
 
 
 def _n(value: float | None, digits: int = 0) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from eventlog.config import url_with_database
+from lab.embedded import embedded_servers
+from lab.ports import port_answers
 
 LOCAL_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_DEMO_DATABASE = "chem_demo"
@@ -22,27 +24,6 @@ class Services:
     database_url: str
     redis_url: str
     origin: str  # "environment", "local" or "embedded"
-
-
-def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def url_with_database(url: str, name: str) -> str:
-    """The same server, user and options, another database."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def ensure_database(admin_url: str, name: str) -> str:
@@ -77,8 +58,6 @@ def resolve_services(force_embedded: bool = False) -> Iterator[Services]:
         )
         yield Services(db, os.environ.get("REDIS_URL") or LOCAL_REDIS_URL, origin)
         return
-    from worker.embedded import embedded_servers
-
     with embedded_servers() as servers:
         database_url = ensure_database(servers.admin_url, LOCAL_DEMO_DATABASE)
         yield Services(database_url, servers.redis_url, origin)

@@ -27,12 +27,12 @@ from rq.registry import (
 from rq.serializers import JSONSerializer
 
 from eventlog import migrate
-from eventlog.config import redact_url
+from eventlog.config import redact_url, url_with_database
+from lab.bench.config import ADMIN_URL_ENV, BenchError, say
+from lab.bench.data import Dataset
+from lab.bench.measure import chunks
+from lab.local_servers import LOCAL_PG_ADMIN_URL, LOCAL_REDIS_URL
 from producer.config import QueueSettings
-from worker.bench.config import ADMIN_URL_ENV, BenchError, say
-from worker.bench.data import Dataset
-from worker.bench.measure import chunks
-from worker.services import LOCAL_PG_ADMIN_URL, LOCAL_REDIS_URL, url_with_database
 
 # --- the bench environment: database, Redis names, cleanup ------------------------------------
 

@@ -14,11 +14,11 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
-from worker.bench.config import BenchError, say
-from worker.bench.core import Bench
-from worker.bench.measure import Stopwatch, ping_rtt_us
-from worker.bench.servers import check_stored, count_rows
-from worker.bench.workers import NAIVE_FUNCTION, NOOP_FUNCTION, WorkerSet
+from lab.bench.config import BenchError, say
+from lab.bench.core import Bench
+from lab.bench.measure import Stopwatch, ping_rtt_us
+from lab.bench.servers import check_stored, count_rows
+from lab.bench.workers import NAIVE_FUNCTION, NOOP_FUNCTION, WorkerSet
 
 
 def run_sync(bench: Bench) -> None:

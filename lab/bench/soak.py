@@ -7,17 +7,17 @@ import statistics
 import time
 from typing import Any
 
-from worker.bench.config import (
+from lab.bench.config import (
     DEFAULT_CONFIG,
     RSS_FLAT_MIN_BYTES,
     RSS_FLAT_TOLERANCE,
     SOAK_SAMPLE_SECONDS,
     say,
 )
-from worker.bench.core import Bench
-from worker.bench.data import event_source
-from worker.bench.pipeline import paced_emit
-from worker.bench.workers import WorkerSet
+from lab.bench.core import Bench
+from lab.bench.data import event_source
+from lab.bench.pipeline import paced_emit
+from lab.bench.workers import WorkerSet
 
 
 def run_soak(bench: Bench) -> None:

@@ -11,11 +11,11 @@ from typing import Any
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from lab.bench.config import SUSTAINED_CHUNK, say
+from lab.bench.core import Bench
+from lab.bench.measure import CountingConnection, chunks, ping_rtt_us
+from lab.bench.servers import delete_keys
 from producer.producer import Producer
-from worker.bench.config import SUSTAINED_CHUNK, say
-from worker.bench.core import Bench
-from worker.bench.measure import CountingConnection, chunks, ping_rtt_us
-from worker.bench.servers import delete_keys
 
 
 def run_producer_costs(bench: Bench) -> None:

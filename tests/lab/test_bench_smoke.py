@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from worker.bench import BATCH_SIZES, SCALE_ENV, WORKER_COUNTS, run_bench
+from lab.bench import BATCH_SIZES, SCALE_ENV, WORKER_COUNTS, run_bench
 
 TINY_SCALE = "0.02"
 CEILING_KEYS = {

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import psycopg
 
-from worker.bench.ceilings import run_ceilings
-from worker.bench.config import FULL, QUICK, SCALE_ENV, BenchError, say
-from worker.bench.core import Bench
-from worker.bench.markdown import render_markdown
-from worker.bench.paths import run_naive, run_sync
-from worker.bench.pipeline import run_pipeline
-from worker.bench.producer_costs import run_producer_costs
-from worker.bench.replay import run_replay
-from worker.bench.report import build_report
-from worker.bench.servers import bench_environment
-from worker.bench.soak import run_soak
+from lab.bench.ceilings import run_ceilings
+from lab.bench.config import FULL, QUICK, SCALE_ENV, BenchError, say
+from lab.bench.core import Bench
+from lab.bench.markdown import render_markdown
+from lab.bench.paths import run_naive, run_sync
+from lab.bench.pipeline import run_pipeline
+from lab.bench.producer_costs import run_producer_costs
+from lab.bench.replay import run_replay
+from lab.bench.report import build_report
+from lab.bench.servers import bench_environment
+from lab.bench.soak import run_soak
 
 
 def run_scenarios(bench: Bench, soak: bool) -> None:
@@ -90,7 +90,7 @@ def run_bench(*, quick: bool, soak: bool, output_dir: Path, as_json: bool) -> in
     markdown = render_markdown(report)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     stem.with_suffix(".md").write_text(markdown)
-    from worker.bench.plot import plot
+    from lab.bench.plot import plot
 
     plotted = plot(report, stem.with_suffix(".png"))
     written = [stem.with_suffix(".json"), stem.with_suffix(".md")]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.bench.config import (
+from lab.bench.config import (
     DEFAULT_CONFIG,
     RSS_FLAT_TOLERANCE,
     TARGET_BACKLOG_RATIO,
@@ -23,8 +23,8 @@ from worker.bench.config import (
     TARGET_REPLAY_EVENTS_PER_S,
     TARGET_SUSTAINED_RATIO,
 )
-from worker.bench.core import Bench
-from worker.bench.measure import Row
+from lab.bench.core import Bench
+from lab.bench.measure import Row
 
 # --- the report -------------------------------------------------------------------------------
 

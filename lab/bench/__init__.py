@@ -32,7 +32,7 @@ workers, this database's PostgreSQL processes, redis-server and the rest of the 
 users of the VM), from /proc: what bounds a scenario shows there.
 """
 
-from worker.bench.config import (
+from lab.bench.config import (
     ADMIN_URL_ENV,
     BATCH_SIZES,
     COMMIT_LOG_ENV,
@@ -43,11 +43,11 @@ from worker.bench.config import (
     BenchError,
     Scale,
 )
-from worker.bench.data import Dataset, event_source, flow_definition, flow_kinds
-from worker.bench.markdown import render_markdown
-from worker.bench.report import build_report, evaluate_targets
-from worker.bench.run import run_bench
-from worker.bench.workers import forkserver_main, naive_append, subprocess_main
+from lab.bench.data import Dataset, event_source, flow_definition, flow_kinds
+from lab.bench.markdown import render_markdown
+from lab.bench.report import build_report, evaluate_targets
+from lab.bench.run import run_bench
+from lab.bench.workers import forkserver_main, naive_append, subprocess_main
 
 __all__ = [
     "ADMIN_URL_ENV",

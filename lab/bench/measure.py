@@ -16,7 +16,7 @@ import psycopg
 from redis import Redis
 from redis.connection import Connection
 
-from worker.bench.config import PING_SAMPLES
+from lab.bench.config import PING_SAMPLES
 
 # --- measuring helpers ------------------------------------------------------------------------
 

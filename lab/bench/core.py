@@ -15,16 +15,15 @@ from redis.connection import ConnectionPool
 from eventlog.config import DatabaseSettings
 from eventlog.pool import Pool, open_pool
 from eventlog.store import PgEventStore
-from producer.producer import Producer
-from worker.bench.config import (
+from lab.bench.config import (
     POLL_SECONDS,
     RUN_TIMEOUT_SECONDS,
     BenchError,
     Scale,
     say,
 )
-from worker.bench.data import Dataset
-from worker.bench.measure import (
+from lab.bench.data import Dataset
+from lab.bench.measure import (
     CPU_COMPONENTS,
     CountingConnection,
     CpuMeter,
@@ -35,8 +34,9 @@ from worker.bench.measure import (
     load_average,
     ping_rtt_us,
 )
-from worker.bench.servers import BenchEnv, delete_keys, reset_database
-from worker.bench.workers import ForkServer, WorkerSet
+from lab.bench.servers import BenchEnv, delete_keys, reset_database
+from lab.bench.workers import ForkServer, WorkerSet
+from producer.producer import Producer
 
 
 class Bench:

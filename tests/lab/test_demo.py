@@ -12,7 +12,7 @@ import pytest
 import redis
 from rq import Queue
 
-from worker.demo import Summary, run_demo
+from lab.demo import Summary, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = 30
@@ -168,7 +168,7 @@ def test_run_demo_refuses_nonpositive_sizes_with_exit_2(
     def no_services(force_embedded: bool = False) -> None:
         raise AssertionError("a refused demo must not look for services")
 
-    monkeypatch.setattr("worker.demo.resolve_services", no_services)
+    monkeypatch.setattr("lab.demo.resolve_services", no_services)
     assert run_demo(flows=flows, workers=workers, batch_size=batch_size, as_json=True) == 2
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -25,21 +25,21 @@ from domain.events import (
 from eventlog.config import DatabaseSettings
 from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.wire import decode_envelope
-from worker.bench.config import (
+from lab.bench.config import (
     COMMIT_LOG_ENV,
     WORKER_START_TIMEOUT_SECONDS,
     WORKER_STOP_SECONDS,
     BenchError,
 )
-from worker.bench.measure import proc_status_kib
-from worker.bench.servers import BenchEnv
+from lab.bench.measure import proc_status_kib
+from lab.bench.servers import BenchEnv
+from producer.config import QueueSettings
+from producer.wire import decode_envelope
 
 # --- worker processes -------------------------------------------------------------------------
 
 _FORKSERVER = (
-    "import sys; from worker.bench.workers import forkserver_main; sys.exit(forkserver_main())"
+    "import sys; from lab.bench.workers import forkserver_main; sys.exit(forkserver_main())"
 )
 
 
@@ -281,7 +281,7 @@ def naive_append(envelope: str) -> None:
     _naive_store_get().append_batch(event.flow_id, [event], bodies)
 
 
-NAIVE_FUNCTION = "worker.bench.workers.naive_append"
+NAIVE_FUNCTION = "lab.bench.workers.naive_append"
 NOOP_FUNCTION = "builtins.len"  # rq's own per-job cost, nothing else
 
 
