@@ -102,7 +102,7 @@ def test_decoded_outputs_are_a_tuple_like_the_kind_holds() -> None:
     assert decoded.outputs == (H1, H2)
 
 
-# --- golden JSON (the engine's own serialization, byte for byte) ----------------------------------------------
+# --- golden JSON (the engine's own serialization, byte for byte) ------------------------------
 
 
 def _compact(value: object) -> str:
