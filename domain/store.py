@@ -116,3 +116,8 @@ class InMemoryEventStore:
     def list(self, flow_id: UUID) -> list[FlowEvent]:
         with self._lock:
             return list(self._flows.get(flow_id, ()))
+
+    def forget(self, flow_id: UUID) -> None:
+        """Drop a flow's events from memory (its artifacts stay: other flows may share them)."""
+        with self._lock:
+            self._flows.pop(flow_id, None)

@@ -4,6 +4,8 @@ One transaction per call: a per-flow advisory lock, the flow's next position rea
 stored events compared (identical → no-op, different → SeqConflict), the first new event at
 exactly the next position (else SeqGap), then every new event and its artifact rows written
 by ONE statement (``insert_events``: the batch travels as one JSON parameter).
+``append_flows`` does the same for many flows in one transaction (eventlog/batch.py), each flow
+judged alone: what a sweep commits for a whole claim.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -20,16 +23,20 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
-from domain.codec import decode_kind, encode_kind
+from domain.codec import decode_kind
 from domain.errors import SeqConflict, SeqGap
 from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
-from domain.json_values import dumps
 from domain.store import check_artifact_bodies, check_batch_shape, same_event, utc_now
+from eventlog.batch import (
+    LOCK_NAMESPACE,
+    FlowBatch,
+    FlowOutcome,
+    insert_events,
+    write_flows,
+)
+from eventlog.errors import ErrorClass, classify, sqlstate_of
 from eventlog.queries import query
 from eventlog.retry import RetryPolicy
-
-LOCK_NAMESPACE = 0x63686D31  # "chm1": the first key of every per-flow advisory lock
-UNKNOWN_ARTIFACT_KIND = "unknown"
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class PgEventStore:
         events: Sequence[FlowEvent],
         artifacts: Mapping[str, Artifact] | None = None,
     ) -> builtins.list[FlowEvent]:
-        """Store events at their own positions; idempotent on (flow_id, seq)."""
+        """Store events at their own positions, all or nothing; idempotent on (flow_id, seq)."""
         if not events:
             return []
         check_batch_shape(flow_id, events)
@@ -93,11 +100,82 @@ class PgEventStore:
         check_artifact_bodies(bodies)
         for i, event in enumerate(events):
             _aware(event.ts, f"events[{i}].ts")
-        return self.retry.call(
-            "append_batch",
-            lambda: self._write(flow_id, events, bodies, assign_positions=False),
-            self._on_retry,
-        )
+        batch = FlowBatch(flow_id, events, _first_carriers(events, bodies))
+
+        def write() -> builtins.list[FlowEvent]:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                (outcome,) = write_flows(cur, [batch], artifacts=not self.no_artifact_insert)
+                if outcome.poison is not None:
+                    raise outcome.poison  # rolls the whole batch back
+                return self._with_log_seqs(cur, flow_id, events, outcome)
+
+        return self.retry.call("append_batch", write, self._on_retry)
+
+    def append_flows(
+        self, batches: Sequence[FlowBatch], before_commit: Callable[[], None] | None = None
+    ) -> builtins.list[FlowOutcome]:
+        """Many flows in ONE transaction (transient errors retried); each flow judged alone.
+
+        A flow whose events cannot all be stored gets its accepted prefix stored and its poison
+        reported; the other flows commit. Should the INSERT itself fail for good (data the
+        server refuses, a size limit), the claim is split until the culprit stands alone.
+        """
+        if not batches:
+            return []
+        try:
+            return self.retry.call(
+                "append_flows", partial(self._write_flows, batches, before_commit), self._on_retry
+            )
+        except Exception as exc:
+            if not _splittable(exc):
+                raise
+        if len(batches) > 1:
+            half = len(batches) // 2
+            first = self.append_flows(batches[:half], before_commit)
+            return first + self.append_flows(batches[half:], before_commit)
+        return [self._isolate(batches[0])]
+
+    def _write_flows(
+        self, batches: Sequence[FlowBatch], before_commit: Callable[[], None] | None = None
+    ) -> builtins.list[FlowOutcome]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            outcomes = write_flows(cur, batches, artifacts=not self.no_artifact_insert)
+            if before_commit is not None:
+                before_commit()  # a seam for crash tests: inside the transaction, all written
+            return outcomes
+
+    def _isolate(self, batch: FlowBatch) -> FlowOutcome:
+        """One flow whose INSERT fails: store its events one at a time up to the bad one."""
+        outcome = FlowOutcome(batch.flow_id)
+        for i, event in enumerate(batch.events):
+            one = [FlowBatch(batch.flow_id, [event], [batch.bodies_of(i)])]
+            try:
+                (result,) = self.retry.call(
+                    "append_flows", partial(self._write_flows, one), self._on_retry
+                )
+            except Exception as exc:
+                if not _splittable(exc):
+                    raise
+                outcome.poison = exc
+                return outcome
+            outcome.stored += result.stored
+            if result.poison is not None:
+                outcome.poison = result.poison
+                return outcome
+            outcome.accepted += 1
+        return outcome
+
+    def _with_log_seqs(
+        self,
+        cur: psycopg.Cursor[Any],
+        flow_id: UUID,
+        events: Sequence[FlowEvent],
+        outcome: FlowOutcome,
+    ) -> builtins.list[FlowEvent]:
+        """The batch as stored: the re-appended events as read, then the new rows."""
+        new = {e.seq for e in outcome.stored}
+        repeated = [e for e in events if e.seq not in new]
+        return [*self._compare_stored(cur, flow_id, repeated), *outcome.stored]
 
     def _write(
         self,
@@ -127,19 +205,10 @@ class PgEventStore:
             existing = self._compare_stored(cur, flow_id, events[: len(events) - len(new)])
             if not new:
                 return existing
-            params = {
-                "flow_id": flow_id,
-                "events": _events_json(new),
-                "bodies": "{}" if self.no_artifact_insert else _bodies_json(new, bodies),
-                "artifacts": not self.no_artifact_insert,
-                "unknown_kind": UNKNOWN_ARTIFACT_KIND,
-            }
-            cur.execute(query("insert_events"), params)
-            log_seqs = [int(row[0]) for row in cur.fetchall()]
-            stored = [
-                FlowEvent(e.seq, e.flow_id, e.kind, e.ts, s)
-                for e, s in zip(new, log_seqs, strict=True)
-            ]
+            carriers = _first_carriers(new, bodies)
+            stored = insert_events(
+                cur, list(zip(new, carriers, strict=True)), artifacts=not self.no_artifact_insert
+            )
             return [*existing, *stored]
 
     def _compare_stored(
@@ -234,34 +303,28 @@ def _one(cur: psycopg.Cursor[Any]) -> int:
     return int(row[0])
 
 
-def _events_json(events: Sequence[FlowEvent]) -> str:
-    """``[[flow_seq, ts, event_type, payload], ...]`` for ``insert_events``: the payloads are
-    written once, as the engine serializes them, and parsed once by the server."""
-    return (
-        "["
-        + ",".join(
-            f'[{e.seq},"{e.ts.isoformat()}","{e.event_type}",{dumps(encode_kind(e.kind))}]'
-            for e in events
-        )
-        + "]"
-    )
+def _first_carriers(
+    events: Sequence[FlowEvent], bodies: Mapping[str, Artifact]
+) -> builtins.list[dict[str, Artifact]]:
+    """Each event's share of a batch's bodies: a body goes with the first event that outputs
+    its hash (the first producer, whose row it becomes)."""
+    left = dict(bodies)
+    shares: builtins.list[dict[str, Artifact]] = []
+    for event in events:
+        share: dict[str, Artifact] = {}
+        if isinstance(event.kind, StepFinished):
+            for h in event.kind.outputs:
+                if h in left:
+                    share[h] = left.pop(h)
+        shares.append(share)
+    return shares
 
 
-def _bodies_json(events: Sequence[FlowEvent], bodies: Mapping[str, Artifact]) -> str:
-    """``{hash: [kind, payload, metadata]}`` of the bodies these events' outputs have."""
-    if not bodies:
-        return "{}"
-    wanted = {
-        h for e in events if isinstance(e.kind, StepFinished) for h in e.kind.outputs if h in bodies
-    }
-    items = []
-    for h in wanted:
-        body = bodies[h]
-        items.append(
-            f"{json.dumps(h)}:[{json.dumps(body.kind, ensure_ascii=False)},"
-            f"{dumps(body.payload)},{dumps(body.metadata)}]"
-        )
-    return "{" + ",".join(items) + "}"
+def _splittable(exc: BaseException) -> bool:
+    """Errors that a smaller transaction may not meet: data the server refuses (one event of
+    the claim is the cause) or a size limit (the claim is too big)."""
+    state = sqlstate_of(exc) or ""
+    return classify(exc) is ErrorClass.PERMANENT or state.startswith("54")
 
 
 def _aware(ts: datetime, field: str) -> datetime:

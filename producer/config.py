@@ -12,6 +12,8 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_QUEUE = "chem-ingest"
 DEFAULT_KEY_PREFIX = "chem"
 DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024  # 1 MiB: larger payloads belong in an artifact store
+DEFAULT_SHARDS = 1  # Redis key shards; every producer and worker must use the same number
+DEFAULT_EMIT_RETRY_SECONDS = 30.0  # how long an emit retries a lost Redis connection
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -25,6 +27,8 @@ class QueueSettings:
     queue_name: str = DEFAULT_QUEUE
     key_prefix: str = DEFAULT_KEY_PREFIX
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
+    shards: int = DEFAULT_SHARDS
+    emit_retry_seconds: float = DEFAULT_EMIT_RETRY_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
@@ -52,4 +56,17 @@ class QueueSettings:
             ) from None
         if max_bytes < 1024:
             raise QueueConfigError(f"CHEM_MAX_ENVELOPE_BYTES: {max_bytes} is below 1024")
-        return cls(url, queue, prefix, max_bytes)
+        shards = _int(env, "CHEM_SHARDS", DEFAULT_SHARDS, 1, 1024)
+        retry = _int(env, "CHEM_EMIT_RETRY_SECONDS", int(DEFAULT_EMIT_RETRY_SECONDS), 0, 3600)
+        return cls(url, queue, prefix, max_bytes, shards, float(retry))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise QueueConfigError(f"{name}: {raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise QueueConfigError(f"{name}: {value} is not between {minimum} and {maximum}")
+    return value

@@ -1,6 +1,8 @@
-"""The rq side of the protocol: the drain job's name and how it is enqueued (JSON, never pickle).
+"""The rq side of the protocol: the sweep job's name and how it is enqueued (JSON, never pickle).
 
-The function is named by its import path, so the producer never imports the worker.
+The function is named by its import path, so the producer never imports the worker. A sweep's
+job id comes from the Lua script that registered it in the shard's ``sweeps`` index, so the
+index and rq agree on which sweeps exist.
 """
 
 from __future__ import annotations
@@ -9,33 +11,30 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-DRAIN_FUNCTION = "worker.runtime.drain_flow"
-DRAIN_JOB_TIMEOUT_SECONDS = 300  # a drain hands over after ~30 s; a job this old is abandoned
+SWEEP_FUNCTION = "worker.job.sweep"
+#: rq kills a job running longer than this; a sweep's slice is far shorter (worker settings).
+SWEEP_JOB_TIMEOUT_SECONDS = 300
 FAILED_JOB_TTL_SECONDS = 7 * 24 * 3600
-MARKER_TTL_SECONDS = 24 * 3600  # a backstop: a marker outliving its job only delays reconcile
+#: A registered sweep that has not started within this is presumed lost (its rq job never
+#: made it): the registration lapses and the next emit or the periodic check registers another.
+QUEUED_SWEEP_TTL_MS = 30_000
+#: An emit registers a sweep only when none is queued or running.
+EMIT_MAX_SWEEPS = 1
 
 
 def ingest_queue(redis: Redis, name: str) -> Queue:
     return Queue(name, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue_drain(queue: Queue, flow_id: str, marker_key: str | None = None) -> str:
-    """Enqueue ``drain_flow(flow_id)``; returns the rq job id.
-
-    With ``marker_key`` (Keys.job) the job id is recorded there in the same round trip, so
-    that reconcile can tell a drain still waiting in the queue from one that was lost.
-    """
-    pipe = queue.connection.pipeline()
+def enqueue_sweep(queue: Queue, job_id: str, shard: int) -> str:
+    """Enqueue ``sweep(shard)`` under the id its registration got; returns the job id."""
     job = queue.enqueue_call(
-        DRAIN_FUNCTION,
-        args=(flow_id,),
-        timeout=DRAIN_JOB_TIMEOUT_SECONDS,
-        result_ttl=0,  # a drain's result is in PostgreSQL; keep Redis small
+        SWEEP_FUNCTION,
+        args=(shard,),
+        job_id=job_id,
+        timeout=SWEEP_JOB_TIMEOUT_SECONDS,
+        result_ttl=0,  # a sweep's result is in PostgreSQL; keep Redis small
         failure_ttl=FAILED_JOB_TTL_SECONDS,
-        description=f"drain_flow({flow_id})",
-        pipeline=pipe,
+        description=f"sweep of shard {shard}: starting",
     )
-    if marker_key is not None:
-        pipe.set(marker_key, job.id, ex=MARKER_TTL_SECONDS)
-    pipe.execute()
     return str(job.id)

@@ -1,29 +1,50 @@
-"""Producer: the engine's side of the queue; ``emit`` is one round trip when the flow is busy."""
+"""Producer: the engine's side of the queue. ``emit`` is one EVALSHA; an rq job is enqueued
+only when no sweep is queued or running (the script says so and names the job).
+
+Redis connection errors are retried here, with the same envelopes, for up to
+``emit_retry_seconds``: every script is safe to run twice (a reply lost after Redis ran it),
+so retrying can neither lose nor duplicate an event. redis-py's own retries stay on too.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import redis.exceptions
 from redis import Redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from domain.events import Artifact, FlowEvent
 from producer.config import QueueSettings
-from producer.jobs import enqueue_drain, ingest_queue
+from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, enqueue_sweep, ingest_queue
+from producer.keys import Keys, ShardKeys
 from producer.scripts import Scripts
-from producer.wire import Keys, encode_envelope, now_ms
+from producer.wire import encode_envelope
 
 log = logging.getLogger(__name__)
 
 EMIT_MANY_CHUNK = 1000  # envelopes per Lua call (Lua's unpack limit is ~8000)
+#: How long "next position pushed" is kept to refuse a replayed emit (it is dropped sooner,
+#: when the flow's queue drains; a late replay then is absorbed by PostgreSQL's key).
+DEDUPE_TTL_SECONDS = 3600
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class EmitFailed(RuntimeError):
+    """Redis did not confirm the emit in time; the event may or may not be queued.
+
+    Emitting the same envelope again is always safe (see QueuedEventStore, which does).
+    """
 
 
 class Producer:
     def __init__(self, redis: Redis, settings: QueueSettings | None = None) -> None:
         self.redis = redis
         self.settings = settings or QueueSettings()
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = Keys(self.settings.key_prefix, self.settings.shards)
         self.scripts = Scripts.register(redis)
         self.queue = ingest_queue(redis, self.settings.queue_name)
 
@@ -37,38 +58,89 @@ class Producer:
         return encode_envelope(event, artifacts, self.settings.max_envelope_bytes)
 
     def emit(self, event: FlowEvent, artifacts: Sequence[Artifact] | None = None) -> None:
-        """Durable in Redis when this returns; a drain job is enqueued if the flow was idle."""
+        """Queued in Redis when this returns (EmitFailed if Redis could not confirm it)."""
         envelope = self.encode(event, artifacts or ())
-        self.send(str(event.flow_id), [envelope])
+        self.send(str(event.flow_id), event.seq, [envelope])
 
     def emit_many(self, events: Iterable[FlowEvent | tuple[FlowEvent, Sequence[Artifact]]]) -> int:
-        """Validate every event first (all or nothing), then pipeline one Lua call per flow."""
-        by_flow: dict[str, list[str]] = defaultdict(list)
+        """Validate every event first (all or nothing), then pipeline one Lua call per flow.
+
+        Each flow's events must be at consecutive positions, in order.
+        """
+        by_flow: dict[str, list[tuple[int, str]]] = defaultdict(list)
         count = 0
         for item in events:
             event, artifacts = item if isinstance(item, tuple) else (item, ())
-            by_flow[str(event.flow_id)].append(self.encode(event, artifacts))
+            by_flow[str(event.flow_id)].append((event.seq, self.encode(event, artifacts)))
             count += 1
-        self.send_many(by_flow)
+        self._retrying(lambda: self._send_many(by_flow))
         return count
 
-    def send(self, flow_id: str, envelopes: Sequence[str]) -> None:
-        """Push already-encoded envelopes of one flow (in order)."""
-        keys = [self.keys.queue(flow_id), self.keys.parked(flow_id), self.keys.pending]
-        became_pending = self.scripts.emit(keys=keys, args=[flow_id, now_ms(), *envelopes])
-        if became_pending == 1:
-            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))
+    def send(self, flow_id: str, first_seq: int, envelopes: Sequence[str]) -> None:
+        """Push already-encoded envelopes of one flow, at positions ``first_seq``, ... ."""
+        shard = self.keys.for_flow(flow_id)
+        result = self._retrying(
+            lambda: self.scripts.emit(
+                keys=_emit_keys(shard), args=self._emit_args(shard, flow_id, first_seq, envelopes)
+            )
+        )
+        self._start_sweep(result, shard)
 
-    def send_many(self, by_flow: dict[str, list[str]]) -> None:
+    def _send_many(self, by_flow: dict[str, list[tuple[int, str]]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        calls: list[str] = []
-        stamp = now_ms()
-        for flow_id, envelopes in by_flow.items():
-            keys = [self.keys.queue(flow_id), self.keys.parked(flow_id), self.keys.pending]
-            for start in range(0, len(envelopes), EMIT_MANY_CHUNK):
-                chunk = envelopes[start : start + EMIT_MANY_CHUNK]
-                self.scripts.emit(keys=keys, args=[flow_id, stamp, *chunk], client=pipe)
-                calls.append(flow_id)
-        results = pipe.execute()
-        for flow_id in {f for f, r in zip(calls, results, strict=True) if r == 1}:
-            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))
+        shards: list[ShardKeys] = []
+        for flow_id, items in by_flow.items():
+            shard = self.keys.for_flow(flow_id)
+            for start in range(0, len(items), EMIT_MANY_CHUNK):
+                chunk = items[start : start + EMIT_MANY_CHUNK]
+                args = self._emit_args(shard, flow_id, chunk[0][0], [e for _, e in chunk])
+                self.scripts.emit(keys=_emit_keys(shard), args=args, client=pipe)
+                shards.append(shard)
+        for shard, result in zip(shards, pipe.execute(), strict=True):
+            self._start_sweep(result, shard)
+
+    def _emit_args(
+        self, shard: ShardKeys, flow_id: str, first_seq: int, envelopes: Sequence[str]
+    ) -> list[Any]:
+        return [
+            shard.base,
+            flow_id,
+            first_seq,
+            DEDUPE_TTL_SECONDS,
+            QUEUED_SWEEP_TTL_MS,
+            EMIT_MAX_SWEEPS,
+            *envelopes,
+        ]
+
+    def _start_sweep(self, result: object, shard: ShardKeys) -> None:
+        """Enqueue the sweep the script registered, if it did. Best effort: the events are
+        queued already, and a registration whose job never arrives lapses and is renewed."""
+        if not isinstance(result, bytes):
+            return
+        try:
+            enqueue_sweep(self.queue, result.decode(), shard.shard)
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "action=enqueue_sweep_failed shard=%d error=%s (recovery will start it)",
+                shard.shard,
+                type(exc).__name__,
+            )
+
+    def _retrying(self, call: Any) -> Any:
+        retrying = Retrying(
+            retry=retry_if_exception_type(REDIS_ERRORS),
+            stop=stop_after_delay(self.settings.emit_retry_seconds),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        except REDIS_ERRORS as exc:
+            raise EmitFailed(
+                f"Redis did not confirm the emit within {self.settings.emit_retry_seconds:g}s"
+                f" ({type(exc).__name__}); check REDIS_URL and that Redis is up"
+            ) from exc
+
+
+def _emit_keys(shard: ShardKeys) -> list[str]:
+    return [shard.ready, shard.leased, shard.sweeps, shard.wake]

@@ -12,12 +12,14 @@ from typing import Any
 from uuid import UUID
 
 from redis import Redis
+from rq import Queue
 
 from producer.config import QueueSettings
 from producer.jobs import ingest_queue
+from producer.keys import Keys
 from producer.scripts import Scripts
-from producer.wire import Keys
-from worker.deadletters import DeadLetters
+from worker.deadletters import DeadLetters, StaleCommand
+from worker.runtime import starter
 
 log = logging.getLogger("chem_persistence")
 
@@ -32,15 +34,12 @@ def _flow(text: str) -> str:
         raise argparse.ArgumentTypeError(f"FLOW: {text!r} is not a UUID") from None
 
 
-def _dead_letters() -> DeadLetters:
+def _dead_letters() -> tuple[DeadLetters, Queue]:
     settings = QueueSettings.from_env()
     redis = Redis.from_url(settings.redis_url)
-    return DeadLetters(
-        redis,
-        Keys(settings.key_prefix),
-        Scripts.register(redis),
-        ingest_queue(redis, settings.queue_name),
-    )
+    queue = ingest_queue(redis, settings.queue_name)
+    keys = Keys(settings.key_prefix, settings.shards)
+    return DeadLetters(redis, keys, Scripts.register(redis), starter(queue)), queue
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -66,14 +65,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from worker.status import collect, render
 
-    dlq = _dead_letters()
-    status = collect(dlq.redis, dlq.keys, dlq.queue, dlq)
+    dlq, queue = _dead_letters()
+    status = collect(dlq.redis, dlq.keys, queue, dlq)
     print(json.dumps(status.as_dict(), indent=2) if args.json else render(status))
     return 0
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    dlq = _dead_letters()
+    dlq, _ = _dead_letters()
     if args.action == "list":
         parked = dlq.parked()
         if not parked:
@@ -94,7 +93,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     try:
         if args.action == "retry":
             n = dlq.retry(args.flow)
-            print(f"flow {args.flow}: {n} dead letter(s) put back at the head; drain enqueued")
+            print(f"flow {args.flow}: {n} dead letter(s) put back in position order; resumed")
             return 0
         if not args.yes:
             print("dlq discard deletes events for good: add --yes to confirm", file=sys.stderr)
@@ -102,7 +101,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         n = dlq.discard(args.flow)
         print(f"flow {args.flow}: {n} dead letter(s) discarded (logged); flow resumed")
         return 0
-    except LookupError as exc:
+    except (LookupError, StaleCommand) as exc:
         print(str(exc), file=sys.stderr)
         return 1
 
@@ -128,7 +127,13 @@ def _lab_commands() -> list[Callable[[Any], None]]:
 
     They plug in through an entry point, so this production module never imports the lab.
     """
-    return [ep.load() for ep in entry_points(group=LAB_COMMANDS_GROUP)]
+    found = []
+    for ep in entry_points(group=LAB_COMMANDS_GROUP):
+        try:
+            found.append(ep.load())
+        except Exception as exc:  # a broken lab must never take the worker's commands down
+            print(f"chem-persistence: lab commands unavailable ({exc})", file=sys.stderr)
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sql", action="store_true", help="print the SQL instead; needs no database")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("worker", help="run a drain worker on the chem-ingest queue")
+    p = sub.add_parser("worker", help="run a sweep worker on the chem-ingest queue")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--fork", action="store_true", help="run each job in a forked child")
     p.add_argument("--name", help="worker name shown in rq-dashboard")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", help="backlog, pending and parked flows, workers")
+    p = sub.add_parser("status", help="backlog, ready, leased and parked flows, sweeps, workers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 

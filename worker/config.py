@@ -7,11 +7,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_BATCH_SIZE = 500  # events per PostgreSQL transaction
-DEFAULT_LOCK_TTL_MS = 30_000  # a killed drainer's lock expires after this
-DEFAULT_DRAIN_SLICE_SECONDS = 30.0  # a busy flow hands over to a fresh job after this
-DEFAULT_RECONCILE_INTERVAL_SECONDS = 15.0
-DEFAULT_RECONCILE_GRACE_SECONDS = 60.0  # a pending flow unlocked for this long is re-enqueued
+from producer.jobs import SWEEP_JOB_TIMEOUT_SECONDS
+
+DEFAULT_BATCH_SIZE = 500  # events per PostgreSQL transaction (all the flows of a claim)
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024  # envelope bytes per transaction, far below PG's limits
+DEFAULT_CLAIM_FLOWS = 200  # flows one claim leases at most
+DEFAULT_LEASE_TTL_MS = 30_000  # a killed sweep's flows are claimable again after this
+DEFAULT_SWEEP_SLICE_SECONDS = 20.0  # a sweep hands over to a fresh rq job after this
+DEFAULT_SWEEP_LINGER_SECONDS = 5.0  # an idle sweep waits this long for work before it ends
+DEFAULT_WAKE_WAIT_SECONDS = 0.5  # an idle sweep's longest block on the wake-up key
+DEFAULT_CHECK_INTERVAL_SECONDS = 5.0  # each worker's recovery check (reap, lost sweeps)
+DEFAULT_ORPHAN_SCAN_KEYS = 200  # queue keys the orphan scan looks at per check
 
 
 class WorkerConfigError(ValueError):
@@ -43,10 +49,14 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> i
 @dataclass(frozen=True)
 class WorkerSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
-    lock_ttl_ms: int = DEFAULT_LOCK_TTL_MS
-    drain_slice_seconds: float = DEFAULT_DRAIN_SLICE_SECONDS
-    reconcile_interval_seconds: float = DEFAULT_RECONCILE_INTERVAL_SECONDS
-    reconcile_grace_seconds: float = DEFAULT_RECONCILE_GRACE_SECONDS
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    claim_flows: int = DEFAULT_CLAIM_FLOWS
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
+    sweep_slice_seconds: float = DEFAULT_SWEEP_SLICE_SECONDS
+    sweep_linger_seconds: float = DEFAULT_SWEEP_LINGER_SECONDS
+    wake_wait_seconds: float = DEFAULT_WAKE_WAIT_SECONDS
+    check_interval_seconds: float = DEFAULT_CHECK_INTERVAL_SECONDS
+    orphan_scan_keys: int = DEFAULT_ORPHAN_SCAN_KEYS
     metrics_port: int | None = None
 
     @classmethod
@@ -56,17 +66,31 @@ class WorkerSettings:
         metrics_port = _integer(env, "CHEM_METRICS_PORT", 0, 1) if port else None
         if metrics_port is not None and metrics_port > 65535:
             raise WorkerConfigError(f"CHEM_METRICS_PORT: {port!r} is not a TCP port")
-        return cls(
+        settings = cls(
             batch_size=_integer(env, "CHEM_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1),
-            lock_ttl_ms=_integer(env, "CHEM_LOCK_TTL_MS", DEFAULT_LOCK_TTL_MS, 100),
-            drain_slice_seconds=_number(
-                env, "CHEM_DRAIN_SLICE_SECONDS", DEFAULT_DRAIN_SLICE_SECONDS, 0.01
+            batch_bytes=_integer(env, "CHEM_BATCH_BYTES", DEFAULT_BATCH_BYTES, 1024),
+            claim_flows=_integer(env, "CHEM_CLAIM_FLOWS", DEFAULT_CLAIM_FLOWS, 1),
+            lease_ttl_ms=_integer(env, "CHEM_LEASE_TTL_MS", DEFAULT_LEASE_TTL_MS, 100),
+            sweep_slice_seconds=_number(
+                env, "CHEM_SWEEP_SLICE_SECONDS", DEFAULT_SWEEP_SLICE_SECONDS, 0.01
             ),
-            reconcile_interval_seconds=_number(
-                env, "CHEM_RECONCILE_INTERVAL_SECONDS", DEFAULT_RECONCILE_INTERVAL_SECONDS, 0.1
+            sweep_linger_seconds=_number(
+                env, "CHEM_SWEEP_LINGER_SECONDS", DEFAULT_SWEEP_LINGER_SECONDS, 0
             ),
-            reconcile_grace_seconds=_number(
-                env, "CHEM_RECONCILE_GRACE_SECONDS", DEFAULT_RECONCILE_GRACE_SECONDS, 0
+            wake_wait_seconds=_number(
+                env, "CHEM_WAKE_WAIT_SECONDS", DEFAULT_WAKE_WAIT_SECONDS, 0.01
             ),
+            check_interval_seconds=_number(
+                env, "CHEM_CHECK_INTERVAL_SECONDS", DEFAULT_CHECK_INTERVAL_SECONDS, 0.05
+            ),
+            orphan_scan_keys=_integer(env, "CHEM_ORPHAN_SCAN_KEYS", DEFAULT_ORPHAN_SCAN_KEYS, 0),
             metrics_port=metrics_port,
         )
+        longest = settings.sweep_slice_seconds + settings.sweep_linger_seconds
+        if longest > SWEEP_JOB_TIMEOUT_SECONDS / 2:
+            raise WorkerConfigError(
+                f"CHEM_SWEEP_SLICE_SECONDS + CHEM_SWEEP_LINGER_SECONDS: {longest:g} s is too"
+                f" close to the rq job timeout ({SWEEP_JOB_TIMEOUT_SECONDS} s); keep it under"
+                f" {SWEEP_JOB_TIMEOUT_SECONDS // 2} s"
+            )
+        return settings

@@ -1,53 +1,33 @@
 """Dead letters: a parked flow's refused head event, with why, and the operator's two exits.
 
 A record holds the reason (the error's class), its message, the SQLSTATE when PostgreSQL gave
-one, the flow position, the time, and the entry exactly as it was queued.
+one, the flow position, the time, and the entry exactly as it was queued (producer/dead_letter).
+Both exits are checked against the dead letters' generation (bumped on every change), so a
+stale command (another operator acted meanwhile) changes nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
-from rq import Queue
 
-from eventlog.errors import sqlstate_of
-from producer.jobs import enqueue_drain
+from producer.dead_letter import entry_of, parse_record
+from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from producer.keys import Keys
 from producer.scripts import Scripts
-from producer.wire import Keys, now_ms
+from producer.wire import InvalidEvent, decode_envelope
 
 log = logging.getLogger(__name__)
 
 
-def printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) written as escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def make_record(entry: bytes, exc: BaseException, position: int | None) -> str:
-    record: dict[str, Any] = {
-        "reason": type(exc).__name__,
-        "error": printable(str(exc))[:2000],
-        "sqlstate": sqlstate_of(exc),
-        "position": position,
-        "time": datetime.now(UTC).isoformat(),
-    }
-    try:
-        record["entry"] = entry.decode("utf-8")
-    except UnicodeDecodeError:
-        record["entry_b64"] = base64.b64encode(entry).decode("ascii")
-    return json.dumps(record, ensure_ascii=False)
-
-
-def entry_of(record: dict[str, Any]) -> bytes:
-    if "entry_b64" in record:
-        return base64.b64decode(record["entry_b64"])
-    return str(record["entry"]).encode("utf-8")
+class StaleCommand(RuntimeError):
+    """The dead letters changed since they were read (another operator acted): nothing done."""
 
 
 @dataclass(frozen=True)
@@ -57,48 +37,61 @@ class ParkedFlow:
     parked_at: float  # unix seconds
     dead_letters: int
     queued: int
+    generation: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts, queue: Queue) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        scripts: Scripts,
+        start_sweep: Callable[[str, int], None],
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = scripts
-        self.queue = queue
+        self.start_sweep = start_sweep
 
     def parked(self) -> list[ParkedFlow]:
-        flows = cast(
-            list[tuple[bytes, float]],
-            self.redis.zrange(self.keys.parked_index, 0, -1, withscores=True),
-        )
-        pipe = self.redis.pipeline(transaction=False)
-        for raw, _ in flows:
-            flow = raw.decode()
-            pipe.get(self.keys.parked(flow))
-            pipe.llen(self.keys.dead(flow))
-            pipe.llen(self.keys.queue(flow))
-        values = pipe.execute()
         result = []
-        for i, (raw, score) in enumerate(flows):
-            reason, dead, queued = values[3 * i : 3 * i + 3]
-            text = reason.decode("utf-8", "replace") if reason else "(no reason recorded)"
-            result.append(ParkedFlow(raw.decode(), text, score / 1000, dead, queued))
+        for shard in self.keys.all_shards():
+            flows = cast(
+                list[tuple[bytes, float]], self.redis.zrange(shard.parked, 0, -1, withscores=True)
+            )
+            pipe = self.redis.pipeline(transaction=False)
+            for raw, _ in flows:
+                flow = raw.decode()
+                pipe.get(shard.reason(flow))
+                pipe.llen(shard.dead(flow))
+                pipe.llen(shard.queue(flow))
+                pipe.get(shard.dead_generation(flow))
+            values = pipe.execute() if flows else []
+            for i, (raw, score) in enumerate(flows):
+                reason, dead, queued, gen = values[4 * i : 4 * i + 4]
+                text = reason.decode("utf-8", "replace") if reason else "(no reason recorded)"
+                result.append(
+                    ParkedFlow(raw.decode(), text, score / 1000, dead, queued, int(gen or 0))
+                )
         return result
 
     def show(self, flow_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in self.redis.lrange(self.keys.dead(flow_id), 0, -1)]
+        shard = self.keys.for_flow(flow_id)
+        raw = cast(list[bytes], self.redis.lrange(shard.dead(flow_id), 0, -1))
+        return [r for r in (parse_record(x) for x in raw) if r is not None]
 
     def retry(self, flow_id: str) -> int:
-        """Put the dead letters back at the head of the queue, in order, and resume the flow."""
-        records = self.show(flow_id)
-        if not records:
-            raise LookupError(
-                f"flow {flow_id} has no dead letters; see `chem-persistence dlq list`"
-            )
-        entries = [entry_of(r) for r in records]
-        self._resume(flow_id, len(records), entries)
-        log.warning("action=dlq_retry flow=%s entries=%d", flow_id, len(entries))
-        return len(entries)
+        """Put the dead letters back among the queued events, ordered by position (so the
+        events that fill a gap go first), and resume the flow."""
+        generation, records, queued = self._read(flow_id)
+        dead = [entry_of(r) for r in records]
+        merged = sorted(dead + queued, key=_position)  # stable: a dead letter before its twin
+        self._resume(flow_id, generation, len(queued), merged)
+        log.warning("action=dlq_retry flow=%s entries=%d", flow_id, len(dead))
+        return len(dead)
 
     def discard(self, flow_id: str) -> int:
         """Drop the dead letters for good (logged in full) and resume the flow.
@@ -106,27 +99,54 @@ class DeadLetters:
         Later events are still applied only at their own positions: if the discarded event
         left a hole, the next one is refused as a gap and the flow parks again.
         """
-        records = self.show(flow_id)
+        generation, records, _ = self._read(flow_id)
+        for record in records:
+            log.warning("action=dlq_discard flow=%s record=%s", flow_id, json.dumps(record))
+        self._resume(flow_id, generation, 0, [])
+        return len(records)
+
+    def _read(self, flow_id: str) -> tuple[int, list[dict[str, Any]], list[bytes]]:
+        shard = self.keys.for_flow(flow_id)
+        pipe = self.redis.pipeline(transaction=True)  # one consistent view
+        pipe.get(shard.dead_generation(flow_id))
+        pipe.lrange(shard.dead(flow_id), 0, -1)
+        pipe.lrange(shard.queue(flow_id), 0, -1)
+        gen, raw, queued = pipe.execute()
+        records = [r for r in (parse_record(x) for x in raw) if r is not None]
         if not records:
             raise LookupError(
                 f"flow {flow_id} has no dead letters; see `chem-persistence dlq list`"
             )
-        for record in records:
-            log.warning("action=dlq_discard flow=%s record=%s", flow_id, json.dumps(record))
-        self._resume(flow_id, len(records), [])
-        return len(records)
+        return int(gen or 0), records, list(queued)
 
-    def _resume(self, flow_id: str, seen: int, entries: list[bytes]) -> None:
-        keys = [
-            self.keys.queue(flow_id),
-            self.keys.dead(flow_id),
-            self.keys.parked(flow_id),
-            self.keys.pending,
-            self.keys.parked_index,
+    def _resume(self, flow_id: str, generation: int, read: int, head: list[bytes]) -> None:
+        shard = self.keys.for_flow(flow_id)
+        keys = [shard.ready, shard.leased, shard.parked, shard.sweeps, shard.wake]
+        command = secrets.token_hex(8)
+        args: list[str | int | bytes] = [
+            shard.base,
+            flow_id,
+            generation,
+            read,
+            QUEUED_SWEEP_TTL_MS,
+            EMIT_MAX_SWEEPS,
         ]
-        now = now_ms()
-        result = self.scripts.resume(keys=keys, args=[flow_id, now, seen, *entries])
+        result = self.scripts.resume(keys=keys, args=[*args, command, *head])
+        if result == -2:
+            return  # this command, replayed after a lost reply: it is done
         if result == -1:
-            raise RuntimeError(f"flow {flow_id}: its dead letters changed meanwhile; run it again")
-        if result == 1:
-            enqueue_drain(self.queue, flow_id, self.keys.job(flow_id))
+            raise StaleCommand(
+                f"flow {flow_id}: its dead letters changed since they were read"
+                " (another operator acted?); look again with `chem-persistence dlq show`"
+            )
+        if isinstance(result, bytes):
+            self.start_sweep(result.decode(), shard.shard)
+
+
+def _position(entry: bytes) -> float:
+    """The entry's flow position; an entry that does not decode keeps the front (it will be
+    dead-lettered again, first, rather than jump behind events it may precede)."""
+    try:
+        return float(decode_envelope(entry)[0].seq)
+    except (InvalidEvent, ValueError):
+        return float("-inf")

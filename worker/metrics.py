@@ -1,4 +1,4 @@
-"""Prometheus metrics of the drain path. Labels never carry a URL, a flow payload or a secret."""
+"""Prometheus metrics of the sweep path. Labels never carry a URL, a flow payload or a secret."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from prometheus_client import Counter, Histogram
 EVENTS_APPENDED = Counter("chem_events_appended_total", "Events committed to PostgreSQL")
 BATCH_SIZE = Histogram(
     "chem_batch_size_events",
-    "Events per append transaction",
+    "Events per sweep transaction (all the flows of a claim)",
     buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
+CLAIMED_FLOWS = Histogram(
+    "chem_claimed_flows",
+    "Flows per claim",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500, 1000),
+)
 APPEND_SECONDS = Histogram(
-    "chem_append_seconds", "Time of one append transaction, retries included"
+    "chem_cycle_seconds", "Time of one sweep cycle: claim, transaction (retries included), ack"
 )
 EMIT_TO_DURABLE_SECONDS = Histogram(
     "chem_emit_to_durable_seconds",
@@ -20,5 +25,6 @@ EMIT_TO_DURABLE_SECONDS = Histogram(
 )
 RETRIES = Counter("chem_append_retries_total", "Transient storage errors retried", ["sqlstate"])
 DEAD_LETTERS = Counter("chem_dead_letters_total", "Events moved to dead letters", ["reason"])
-DRAINS = Counter("chem_drains_total", "Drain jobs by outcome", ["outcome"])
-# Backlog, pending and parked flows are gauges read from Redis at scrape time (service.py).
+CYCLES = Counter("chem_sweep_cycles_total", "Sweep cycles by outcome", ["outcome"])
+REAPED = Counter("chem_leases_reaped_total", "Expired leases put back to ready")
+# Backlog, ready, leased and parked flows and sweeps are gauges read at scrape time (service.py).

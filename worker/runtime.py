@@ -1,75 +1,115 @@
-"""The process-wide objects a drain needs, built on first use and rebuilt after a fork.
+"""The process-wide objects a sweep needs, built once per process and rebuilt after a fork.
 
 rq's forking Worker runs each job in a child process: a connection pool must never cross a
-fork, so the runtime remembers the pid that built it.
+fork, so the runtime remembers the pid that built it. The lab builds its own runtime with
+hooks (``install``); production code never sets any.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 from redis import Redis
+from rq import Queue
 
 from eventlog.config import DatabaseSettings
 from eventlog.errors import sqlstate_of
 from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
 from producer.config import QueueSettings
-from producer.jobs import ingest_queue
+from producer.jobs import enqueue_sweep, ingest_queue
+from producer.keys import Keys
 from producer.scripts import Scripts
-from producer.wire import Keys
 from worker import metrics
 from worker.config import WorkerSettings
-from worker.drain import Drainer
+from worker.sweep import REDIS_ERRORS, FlowsStore, Sweeper, SweepHooks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
     pid: int
     redis: Redis
-    pool: ConnectionPool
-    store: PgEventStore
-    drainer: Drainer
-
-    def close(self) -> None:
-        self.pool.close()
-        self.redis.close()
-
-
-_lock = threading.Lock()
-_current: Runtime | None = None
+    redis_url: str
+    keys: Keys
+    queue: Queue
+    sweeper: Sweeper
+    settings: WorkerSettings
+    close: Callable[[], None]
+    #: Set when the worker is asked to stop: a running sweep hands over at its next cycle.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def _count_retry(exc: BaseException) -> None:
     metrics.RETRIES.labels(sqlstate_of(exc) or "none").inc()
 
 
-def build_runtime() -> Runtime:
+def starter(queue: Queue) -> Callable[[str, int], None]:
+    """``start(job_id, shard)``: enqueue a registered sweep; a failure only delays it (the
+    registration lapses and the periodic check registers another)."""
+
+    def start(job_id: str, shard: int) -> None:
+        try:
+            enqueue_sweep(queue, job_id, shard)
+        except REDIS_ERRORS as exc:
+            log.warning("action=enqueue_sweep_failed shard=%d error=%s", shard, type(exc).__name__)
+
+    return start
+
+
+def build_runtime(
+    hooks: SweepHooks | None = None,
+    wrap_store: Callable[[PgEventStore], FlowsStore] | None = None,
+) -> Runtime:
     queue_settings = QueueSettings.from_env()
     worker_settings = WorkerSettings.from_env()
     db = DatabaseSettings.from_env()
     redis = Redis.from_url(queue_settings.redis_url)
-    pool = open_pool(db)
-    store = PgEventStore(pool, no_artifact_insert=db.no_artifact_insert, on_retry=_count_retry)
-    drainer = Drainer(
+    pool: ConnectionPool = open_pool(db)
+    pg = PgEventStore(pool, no_artifact_insert=db.no_artifact_insert, on_retry=_count_retry)
+    store: FlowsStore = wrap_store(pg) if wrap_store is not None else pg
+    queue = ingest_queue(redis, queue_settings.queue_name)
+    sweeper = Sweeper(redis, store, Scripts.register(redis), worker_settings, starter(queue), hooks)
+
+    def close() -> None:
+        pool.close()
+        redis.close()
+
+    return Runtime(
+        os.getpid(),
         redis,
-        store,
-        Keys(queue_settings.key_prefix),
-        Scripts.register(redis),
-        ingest_queue(redis, queue_settings.queue_name),
+        queue_settings.redis_url,
+        Keys(queue_settings.key_prefix, queue_settings.shards),
+        queue,
+        sweeper,
         worker_settings,
+        close,
     )
-    return Runtime(os.getpid(), redis, pool, store, drainer)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+_factory: Callable[[], Runtime] = build_runtime
+
+
+def install(factory: Callable[[], Runtime]) -> None:
+    """Use ``factory`` to build this process's runtime (the lab's hooks); before any job."""
+    global _factory
+    with _lock:
+        _factory = factory
 
 
 def runtime() -> Runtime:
     global _current
     with _lock:
         if _current is None or _current.pid != os.getpid():
-            _current = build_runtime()
+            _current = _factory()
         return _current
 
 
@@ -80,8 +120,3 @@ def reset_runtime() -> None:
         if _current is not None and _current.pid == os.getpid():
             _current.close()
         _current = None
-
-
-def drain_flow(flow_id: str) -> dict[str, str | int]:
-    """The rq job: drain one flow with this process's runtime (built on first use)."""
-    return runtime().drainer.drain(flow_id).as_dict()

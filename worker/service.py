@@ -1,9 +1,12 @@
-"""`chem-persistence worker`: an rq worker with the right settings, reconcile and metrics.
+"""`chem-persistence worker`: an rq worker that runs sweeps, checks recovery, serves metrics.
 
-By default a SimpleWorker: drains run in this process and reuse one connection pool. With
-``--fork`` the standard forking Worker runs each drain in a child (isolation, but a new pool
-per job). Either way jobs are JSON-serialized and only ``drain_flow`` runs (``DrainJob``):
-whoever can write Redis gets no code execution.
+By default a SimpleWorker: sweeps run in this process and reuse one connection pool. With
+``--fork`` the standard forking Worker runs each sweep in a child (isolation, but a new pool
+per job). Either way jobs are JSON-serialized and only ``worker.job.sweep`` runs
+(``SweepJob``): whoever can write Redis gets no code execution.
+
+The worker never exits on a transient error: when rq's loop ends on a Redis error, the
+worker logs it once, waits with backoff, and starts listening again.
 """
 
 from __future__ import annotations
@@ -11,31 +14,36 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any, cast
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import SimpleWorker, Worker
+from rq.worker import BaseWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from producer.config import QueueSettings
-from producer.jobs import DRAIN_FUNCTION, ingest_queue
-from producer.wire import Keys
-from worker.config import WorkerSettings
-from worker.reconcile import PeriodicReconciler, reconcile
+from producer.jobs import SWEEP_FUNCTION
+from producer.keys import Keys
+from worker.recovery import PeriodicRecovery, Recovery
+from worker.runtime import Runtime, runtime, starter
+from worker.sweep import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
+RECONNECT_INITIAL_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
+
 
 class RefusedJob(RuntimeError):
-    """A job on the queue that is not ``drain_flow(flow_id)``: failed, never run."""
+    """A job on the queue that is not ``sweep(shard)``: failed, never run."""
 
 
-class DrainJob(Job):
-    """The only job a chem worker runs: ``worker.runtime.drain_flow``; no callbacks, no webhooks.
+class SweepJob(Job):
+    """The only job a chem worker runs: ``worker.job.sweep``; no callbacks, no webhooks.
 
     The JSON serializer keeps pickles out, but a JSON job still names any importable function
     (``os.system``), callbacks and webhooks: whoever can write Redis could run or send them.
@@ -45,8 +53,8 @@ class DrainJob(Job):
 
     @property
     def func(self) -> Any:
-        if self.func_name != DRAIN_FUNCTION or self.instance is not None:
-            raise RefusedJob(f"job {self.id}: {self.func_name!r:.100} is not {DRAIN_FUNCTION}")
+        if self.func_name != SWEEP_FUNCTION or self.instance is not None:
+            raise RefusedJob(f"job {self.id}: {self.func_name!r:.100} is not {SWEEP_FUNCTION}")
         return super().func
 
     def _dropped(self, what: str, name: object) -> None:
@@ -72,63 +80,111 @@ class DrainJob(Job):
         self._dropped("webhooks", [w.url for w in self.webhooks])
 
 
+class ChemWorker(SimpleWorker):
+    """A SimpleWorker whose warm shutdown also tells a running sweep to hand over now."""
+
+    stopping: threading.Event | None = None
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+
 class QueueGauges(Collector):
-    """Backlog, pending and parked flows, read from Redis at scrape time."""
+    """Backlog, ready, leased and parked flows, and sweeps, read from Redis at scrape time."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis, self.keys = redis, keys
         self._lock = threading.Lock()
 
     def collect(self) -> Any:
+        ready = leased = parked = sweeps = backlog = 0
         with self._lock:
-            pending = cast(list[bytes], self.redis.zrange(self.keys.pending, 0, -1))
-            parked = cast(list[bytes], self.redis.zrange(self.keys.parked_index, 0, -1))
-            pipe = self.redis.pipeline(transaction=False)
-            for flow in pending + parked:
-                pipe.llen(self.keys.queue(flow.decode()))
-            backlog = sum(pipe.execute()) if pending or parked else 0
+            for shard in self.keys.all_shards():
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.zrange(shard.ready, 0, -1)
+                pipe.zrange(shard.leased, 0, -1)
+                pipe.zrange(shard.parked, 0, -1)
+                pipe.zcard(shard.sweeps)
+                r, le, pa, sw = pipe.execute()
+                ready, leased, parked, sweeps = (
+                    ready + len(r),
+                    leased + len(le),
+                    parked + len(pa),
+                    sweeps + int(sw),
+                )
+                flows = [f.decode() for f in cast(list[bytes], r + le + pa)]
+                if flows:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for flow in flows:
+                        pipe.llen(shard.queue(flow))
+                    backlog += sum(pipe.execute())
         yield GaugeMetricFamily("chem_backlog_events", "Events queued in Redis", value=backlog)
-        yield GaugeMetricFamily("chem_pending_flows", "Flows owed a drain", value=len(pending))
-        yield GaugeMetricFamily("chem_parked_flows", "Flows parked", value=len(parked))
+        yield GaugeMetricFamily("chem_ready_flows", "Flows waiting for a sweep", value=ready)
+        yield GaugeMetricFamily("chem_leased_flows", "Flows being swept", value=leased)
+        yield GaugeMetricFamily("chem_parked_flows", "Flows parked", value=parked)
+        yield GaugeMetricFamily("chem_sweeps", "Sweep jobs queued or running", value=sweeps)
 
 
 def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = None) -> bool:
-    queue_settings = QueueSettings.from_env()
-    settings = WorkerSettings.from_env()
-    redis = Redis.from_url(queue_settings.redis_url)
-    keys = Keys(queue_settings.key_prefix)
-    queue = ingest_queue(redis, queue_settings.queue_name)
-
-    if not fork:
-        from worker.runtime import runtime
-
-        runtime()  # open the pool (and migrate) before taking jobs: fail fast on bad config
-
-    reconcile(redis, keys, queue, settings.reconcile_grace_seconds)
-    reconciler = PeriodicReconciler(
-        Redis.from_url(queue_settings.redis_url),
-        keys,
-        queue,
-        settings.reconcile_interval_seconds,
-        settings.reconcile_grace_seconds,
+    rt = runtime()  # open the pool (and migrate) before taking jobs: fail fast on bad config
+    recovery = Recovery(
+        Redis.from_url(rt.redis_url),
+        rt.keys,
+        rt.sweeper.scripts,
+        rt.queue,
+        rt.settings,
+        starter(rt.queue),
     )
-    reconciler.start()
-    if settings.metrics_port is not None:
-        from prometheus_client import REGISTRY
-
-        REGISTRY.register(QueueGauges(Redis.from_url(queue_settings.redis_url), keys))
-        start_http_server(settings.metrics_port)
-        log.info("action=metrics_listening port=%d", settings.metrics_port)
-
-    worker_class = Worker if fork else SimpleWorker
-    worker = worker_class(
-        [queue],
-        connection=redis,
-        serializer=JSONSerializer,
-        job_class=DrainJob,
-        name=name or f"chem-{socket.gethostname()}-{threading.get_native_id()}",
-    )
+    _first_check(recovery)
+    periodic = PeriodicRecovery(recovery, rt.settings.check_interval_seconds)
+    periodic.start()
+    if rt.settings.metrics_port is not None:
+        REGISTRY.register(QueueGauges(Redis.from_url(rt.redis_url), rt.keys))
+        start_http_server(rt.settings.metrics_port)
+        log.info("action=metrics_listening port=%d", rt.settings.metrics_port)
+    base_name = name or f"chem-{socket.gethostname()}-{threading.get_native_id()}"
     try:
-        return bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
+        return _work_until_stopped(rt, base_name, burst=burst, fork=fork)
     finally:
-        reconciler.stop()
+        periodic.stop()
+
+
+def _work_until_stopped(rt: Runtime, base_name: str, *, burst: bool, fork: bool) -> bool:
+    pause = RECONNECT_INITIAL_SECONDS
+    attempt = 0
+    worked = False
+    while True:
+        worker_class: type[BaseWorker] = Worker if fork else ChemWorker
+        worker = worker_class(
+            [rt.queue],
+            connection=rt.redis,
+            serializer=JSONSerializer,
+            job_class=SweepJob,
+            name=base_name if attempt == 0 else f"{base_name}-{attempt}",
+        )
+        if isinstance(worker, ChemWorker):
+            worker.stopping = rt.stopping
+        started = time.monotonic()
+        try:
+            worked = bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
+        except REDIS_ERRORS as exc:
+            log.warning("action=worker_redis_error error=%s", type(exc).__name__)
+        if burst or rt.stopping.is_set() or getattr(worker, "_stop_requested", False):
+            return worked
+        # rq's loop ended on its own (a Redis error it does not survive): wait, then listen again.
+        if time.monotonic() - started > RECONNECT_MAX_SECONDS:
+            pause = RECONNECT_INITIAL_SECONDS
+        log.warning("action=worker_restart in_seconds=%.1f", pause)
+        if rt.stopping.wait(pause):
+            return worked
+        pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+        attempt += 1
+
+
+def _first_check(recovery: Recovery) -> None:
+    try:
+        recovery.check()
+    except REDIS_ERRORS as exc:
+        log.warning("action=recovery_failed error=%s (retried periodically)", type(exc).__name__)

@@ -1,4 +1,4 @@
-"""What an operator wants to see: backlog per flow, pending and parked flows, dead letters."""
+"""What an operator wants to see: backlog per flow, ready/leased/parked flows, sweeps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from producer.wire import Keys
+from producer.keys import Keys
 from worker.deadletters import DeadLetters, ParkedFlow
 
 
@@ -17,15 +17,16 @@ from worker.deadletters import DeadLetters, ParkedFlow
 class FlowBacklog:
     flow_id: str
     queued: int
-    draining: bool
+    leased: bool
 
 
 @dataclass(frozen=True)
 class Status:
     backlog_total: int
-    pending_flows: list[FlowBacklog]
+    flows: list[FlowBacklog]  # ready or leased, the biggest backlog first
     parked_flows: list[ParkedFlow]
     dead_letters_total: int
+    sweeps: int  # sweeps queued or running (registered)
     queue: str
     queued_jobs: int
     failed_jobs: int
@@ -36,15 +37,24 @@ class Status:
 
 
 def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -> Status:
-    pending = [f.decode() for f in cast(list[bytes], redis.zrange(keys.pending, 0, -1))]
-    pipe = redis.pipeline(transaction=False)
-    for flow in pending:
-        pipe.llen(keys.queue(flow))
-        pipe.exists(keys.lock(flow))
-    values = pipe.execute()
-    flows = [
-        FlowBacklog(flow, values[2 * i], bool(values[2 * i + 1])) for i, flow in enumerate(pending)
-    ]
+    flows: list[FlowBacklog] = []
+    sweeps = 0
+    for shard in keys.all_shards():
+        pipe = redis.pipeline(transaction=False)
+        pipe.zrange(shard.ready, 0, -1)
+        pipe.zrange(shard.leased, 0, -1)
+        pipe.zcard(shard.sweeps)
+        ready, leased, count = pipe.execute()
+        sweeps += int(count)
+        named = [(f.decode(), False) for f in cast(list[bytes], ready)]
+        named += [(f.decode(), True) for f in cast(list[bytes], leased)]
+        pipe = redis.pipeline(transaction=False)
+        for flow, _ in named:
+            pipe.llen(shard.queue(flow))
+        lengths = pipe.execute() if named else []
+        flows += [
+            FlowBacklog(f, n, is_leased) for (f, is_leased), n in zip(named, lengths, strict=True)
+        ]
     flows.sort(key=lambda f: f.queued, reverse=True)
     parked = dead_letters.parked()
     workers = [
@@ -53,9 +63,10 @@ def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -
     ]
     return Status(
         backlog_total=sum(f.queued for f in flows) + sum(p.queued for p in parked),
-        pending_flows=flows,
+        flows=flows,
         parked_flows=parked,
         dead_letters_total=sum(p.dead_letters for p in parked),
+        sweeps=sweeps,
         queue=queue.name,
         queued_jobs=queue.count,
         failed_jobs=FailedJobRegistry(queue=queue).count,
@@ -64,20 +75,21 @@ def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -
 
 
 def render(status: Status, limit: int = 20) -> str:
+    leased = sum(1 for f in status.flows if f.leased)
     lines = [
-        f"backlog: {status.backlog_total} events in {len(status.pending_flows)} pending flows"
-        f" and {len(status.parked_flows)} parked flows",
-        f"queue {status.queue}: {status.queued_jobs} drain jobs waiting,"
-        f" {status.failed_jobs} failed (see rq-dashboard)",
+        f"backlog: {status.backlog_total} events in {len(status.flows) - leased} ready,"
+        f" {leased} leased and {len(status.parked_flows)} parked flows",
+        f"sweeps: {status.sweeps} queued or running; queue {status.queue}:"
+        f" {status.queued_jobs} jobs waiting, {status.failed_jobs} failed (see rq-dashboard)",
         f"workers: {len(status.workers)}"
         + "".join(f"\n  {w['name']:<40} {w['state']}" for w in status.workers),
     ]
-    if status.pending_flows:
-        lines.append(f"\n{'pending flow':<38} {'queued':>8}  draining")
-        for f in status.pending_flows[:limit]:
-            lines.append(f"{f.flow_id:<38} {f.queued:>8}  {'yes' if f.draining else 'no'}")
-        if len(status.pending_flows) > limit:
-            lines.append(f"... and {len(status.pending_flows) - limit} more")
+    if status.flows:
+        lines.append(f"\n{'flow':<38} {'queued':>8}  state")
+        for f in status.flows[:limit]:
+            lines.append(f"{f.flow_id:<38} {f.queued:>8}  {'leased' if f.leased else 'ready'}")
+        if len(status.flows) > limit:
+            lines.append(f"... and {len(status.flows) - limit} more")
     if status.parked_flows:
         lines.append(f"\n{'parked flow':<38} {'dead':>5} {'queued':>7}  reason")
         for p in status.parked_flows[:limit]:

@@ -1,22 +1,39 @@
--- Operator: resume a parked flow. Optionally put entries back at the head of its queue (retry),
--- then drop its dead letters, unpark it and mark it pending when it has anything queued.
--- KEYS[1] queue, KEYS[2] dead letters, KEYS[3] parked flag, KEYS[4] pending zset,
--- KEYS[5] parked index zset
--- ARGV[1] flow id, ARGV[2] now (ms), ARGV[3] number of dead letters the operator saw,
--- ARGV[4..] entries to put back at the head, in queue order (none for a discard)
--- Returns 1 when the flow is now pending (enqueue a drain), 0 when nothing is queued,
--- -1 when the dead letters changed since the operator read them (nothing changed).
-if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[3]) then
+-- Operator: resume a parked flow. Retry puts the dead letters back among the queued events
+-- (the caller sends the new head of the queue, ordered by position, built from what it read);
+-- discard sends no entries. Checked against the dead letters' generation, not their number.
+-- KEYS[1] ready, KEYS[2] leased, KEYS[3] parked, KEYS[4] sweeps, KEYS[5] wake
+-- ARGV[1] base, ARGV[2] flow, ARGV[3] generation read, ARGV[4] queued entries read (replaced
+-- by the new head), ARGV[5] queued-sweep ttl (ms), ARGV[6] max sweeps, ARGV[7] command id,
+-- ARGV[8..] new head
+-- Safe to replay: the first call bumps the generation and records its command id, so a
+-- replay changes nothing and says so (-2).
+-- Returns -1 (the dead letters changed: nothing done), -2 (this command was already done),
+-- 0 (resumed, nothing queued), 1 (resumed, a sweep is running or queued) or a sweep job id.
+local base, flow = ARGV[1], ARGV[2]
+local gen_key = flow_key(base, flow, 'dlgen')
+local op_key = flow_key(base, flow, 'dlop')
+if (redis.call('GET', gen_key) or '0') ~= ARGV[3] then
+  if redis.call('GET', op_key) == ARGV[7] then
+    return -2
+  end
   return -1
 end
-for i = #ARGV, 4, -1 do
-  redis.call('LPUSH', KEYS[1], ARGV[i])
+local queue = flow_key(base, flow, 'q')
+local read = tonumber(ARGV[4])
+if read > 0 then
+  redis.call('LTRIM', queue, read, -1)  -- parked: producers only appended behind what was read
 end
-redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[5], ARGV[1])
-if redis.call('LLEN', KEYS[1]) == 0 then
+for i = #ARGV, 8, -1 do
+  redis.call('LPUSH', queue, ARGV[i])
+end
+redis.call('DEL', flow_key(base, flow, 'dead'))
+redis.call('INCR', gen_key)
+redis.call('SET', op_key, ARGV[7], 'EX', 86400)
+redis.call('DEL', flow_key(base, flow, 'reason'))
+redis.call('ZREM', KEYS[3], flow)
+local now = now_ms()
+if redis.call('LLEN', queue) == 0 then
   return 0
 end
-redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
-return 1
+make_ready(base, flow, now)
+return want_sweep(base, now, tonumber(ARGV[5]), tonumber(ARGV[6])) or 1

@@ -28,7 +28,8 @@ from domain.events import (
 from domain.json_values import JsonValue
 from eventlog.errors import IDEMPOTENCY_CONSTRAINT, ErrorClass, classify
 from eventlog.pool import Pool
-from eventlog.store import UNKNOWN_ARTIFACT_KIND, PgEventStore
+from eventlog.batch import UNKNOWN_ARTIFACT_KIND
+from eventlog.store import PgEventStore
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 FP = "c" * 64
