@@ -127,10 +127,14 @@ class Producer:
             )
 
     def _retrying(self, call: Any) -> Any:
+        try:
+            return call()  # the common case: no retry machinery on the hot path
+        except REDIS_ERRORS as first:
+            log.warning("action=emit_retry error=%s", type(first).__name__)
         retrying = Retrying(
             retry=retry_if_exception_type(REDIS_ERRORS),
             stop=stop_after_delay(self.settings.emit_retry_seconds),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             reraise=True,
         )
         try:

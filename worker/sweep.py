@@ -221,7 +221,7 @@ class Sweeper:
         retrying = Retrying(
             retry=retry_if_exception_type(REDIS_ERRORS),
             stop=stop_after_delay(self.settings.lease_ttl_ms / 1000),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             reraise=True,
         )
         reply = retrying(lambda: self.scripts.ack(keys=keys, args=args))

@@ -2,8 +2,9 @@
 
 Every test gets its own rq queue name and key prefix (``QueueEnv``), so tests never see each
 other's jobs or keys even on a shared Redis DB. Worker processes are the real command,
-``python -m worker.cli worker``, configured only by environment variables; their output goes
-to a log file that failed assertions quote. ``WorkerProcesses`` kills whatever it started.
+``python -m worker.cli worker`` (or the lab's ``python -m lab.faulty_worker`` with crash and
+pause points), configured only by environment variables; their output goes to a log file
+that failed assertions quote. ``WorkerProcesses`` kills whatever it started.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from domain.json_values import JsonValue
 from eventlog.store import PgEventStore
 from producer.config import QueueSettings
 from producer.jobs import ingest_queue
+from producer.keys import Keys, ShardKeys
 from producer.producer import Producer
-from producer.wire import Keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.05
@@ -112,13 +113,14 @@ class QueueEnv:
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
 
-    def variables(self, **overrides: str | float) -> dict[str, str]:
-        """The environment of a worker process or a CLI call for this test.
+    @property
+    def shard(self) -> ShardKeys:
+        """The one shard of the tests' default layout."""
+        return self.keys.shard(0)
 
-        Reconcile keeps the worker's defaults unless a test overrides them: reconcile cannot
-        see the drain jobs already queued, so a grace shorter than the job backlog makes it
-        enqueue a redundant drain for every pending flow on every pass.
-        """
+    def variables(self, **overrides: str | float) -> dict[str, str]:
+        """The environment of a worker process or a CLI call for this test (short periods:
+        an idle sweep lingers 1 s, the recovery check runs every second)."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -133,6 +135,8 @@ class QueueEnv:
                 "CHEM_QUEUE": self.queue_name,
                 "CHEM_KEY_PREFIX": self.key_prefix,
                 "CHEM_BATCH_SIZE": "50",
+                "CHEM_SWEEP_LINGER_SECONDS": "1",
+                "CHEM_CHECK_INTERVAL_SECONDS": "1",
                 "PYTHONPATH": str(REPO_ROOT),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -160,11 +164,20 @@ class WorkerProcesses:
     logs: list[Path] = field(default_factory=list)
 
     def start(self, *args: str, **overrides: str | float) -> subprocess.Popen[bytes]:
+        return self._spawn([sys.executable, "-m", "worker.cli", "worker", *args], overrides)
+
+    def start_faulty(self, *faults: str, **overrides: str | float) -> subprocess.Popen[bytes]:
+        """A worker with the lab's crash or pause points (``--kill-after-commit 0.3`` ...)."""
+        return self._spawn([sys.executable, "-m", "lab.faulty_worker", *faults], overrides)
+
+    def _spawn(
+        self, command: list[str], overrides: Mapping[str, str | float]
+    ) -> subprocess.Popen[bytes]:
         log = self.log_dir / f"worker-{len(self.procs)}.log"
         self.logs.append(log)
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "worker", *args],
+                command,
                 cwd=REPO_ROOT,
                 env=self.env.variables(**overrides),
                 stdout=out,
@@ -354,21 +367,22 @@ def all_stored(database_url: str, flows: Sequence[ExampleFlow]) -> bool:
 
 
 def queue_idle(redis: Redis, keys: Keys, flows: Sequence[ExampleFlow]) -> bool:
-    """No pending flow and every flow's queue empty."""
-    if redis.zcard(keys.pending):
-        return False
+    """No ready or leased flow, and every flow's queue empty."""
     pipe = redis.pipeline(transaction=False)
+    for shard in keys.all_shards():
+        pipe.zcard(shard.ready)
+        pipe.zcard(shard.leased)
     for f in flows:
-        pipe.llen(keys.queue(str(f.flow_id)))
+        pipe.llen(keys.for_flow(str(f.flow_id)).queue(str(f.flow_id)))
     return not any(pipe.execute())
 
 
 def jobs_idle(redis: Redis, env: QueueEnv) -> bool:
-    """No drain job waiting or running, and no drain lock held."""
+    """No sweep registered, waiting or running."""
     queue = env.queue(redis)
     if queue.count or queue.started_job_registry.count:
         return False
-    return not redis.keys(f"{env.key_prefix}:{{*}}:lock")
+    return not any(redis.zcard(shard.sweeps) for shard in env.keys.all_shards())
 
 
 def assert_flows_stored(store: PgEventStore, flows: Sequence[ExampleFlow]) -> None:
@@ -419,6 +433,9 @@ def status_json(env: QueueEnv) -> dict[str, Any]:
 
 def describe(redis: Redis, keys: Keys, extra: Mapping[str, object] | None = None) -> str:
     """A one-line view of the queue state, for timeout messages."""
-    pending = redis.zcard(keys.pending)
-    parked = redis.zcard(keys.parked_index)
-    return f"pending={pending} parked={parked} {dict(extra or {})}"
+    shard = keys.shard(0)
+    pipe = redis.pipeline(transaction=False)
+    for key in (shard.ready, shard.leased, shard.parked, shard.sweeps):
+        pipe.zcard(key)
+    ready, leased, parked, sweeps = pipe.execute()
+    return f"ready={ready} leased={leased} parked={parked} sweeps={sweeps} {dict(extra or {})}"

@@ -26,9 +26,9 @@ from domain.events import (
     StepStarted,
 )
 from domain.json_values import JsonValue
+from eventlog.batch import UNKNOWN_ARTIFACT_KIND
 from eventlog.errors import IDEMPOTENCY_CONSTRAINT, ErrorClass, classify
 from eventlog.pool import Pool
-from eventlog.batch import UNKNOWN_ARTIFACT_KIND
 from eventlog.store import PgEventStore
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
