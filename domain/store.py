@@ -8,12 +8,14 @@ raises SeqConflict, a position past the next free one raises SeqGap.
 
 from __future__ import annotations
 
+import builtins
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
+from domain.batches import FlowBatch, FlowOutcome, judge
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
 
@@ -116,6 +118,25 @@ class InMemoryEventStore:
     def list(self, flow_id: UUID) -> list[FlowEvent]:
         with self._lock:
             return list(self._flows.get(flow_id, ()))
+
+    def append_flows(
+        self, batches: Sequence[FlowBatch], before_commit: Callable[[], None] | None = None
+    ) -> builtins.list[FlowOutcome]:
+        """Many flows at once, each judged alone (domain/batches.py): the reference of
+        PgEventStore.append_flows. ``before_commit`` runs once everything is decided."""
+        with self._lock:
+            plans = []
+            for batch in batches:
+                stored = self._flows.get(batch.flow_id, [])
+                outcome, fresh = judge(batch, len(stored), stored.__getitem__, same_event)
+                plans.append((outcome, fresh))
+            if before_commit is not None:
+                before_commit()
+            for outcome, fresh in plans:
+                for event, bodies in fresh:
+                    self.append_batch(outcome.flow_id, [event], dict(bodies))
+                outcome.stored = [event for event, _ in fresh]
+            return [outcome for outcome, _ in plans]
 
     def forget(self, flow_id: UUID) -> None:
         """Drop a flow's events from memory (its artifacts stay: other flows may share them)."""

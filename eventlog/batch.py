@@ -3,25 +3,24 @@
 ``write_flows`` runs inside the caller's transaction: the flows' advisory locks in one fixed
 order, their next positions in one query, the stored events compared for re-appends in one
 query, then every new event of every flow and their artifact rows in one statement. Each flow
-is judged alone: the leading events that can be stored are (identical re-appends count as
-stored), and the first one that cannot is returned as that flow's poison, with the error the
-in-memory store would raise (SeqConflict, SeqGap), without stopping the other flows.
+is judged alone, as the in-memory store judges it (domain/batches.py): its leading events that
+can be stored are, and the first one that cannot is its poison, without stopping the others.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.types.string import TextLoader
 
+from domain.batches import FlowBatch, FlowOutcome, judge
 from domain.codec import decode_kind, encode_kind
-from domain.errors import SeqConflict, SeqGap
 from domain.events import Artifact, FlowEvent, StepFinished
 from domain.json_values import dumps
 from domain.store import same_event
@@ -29,29 +28,6 @@ from eventlog.queries import query
 
 LOCK_NAMESPACE = 0x63686D31  # "chm1": the first key of every per-flow advisory lock
 UNKNOWN_ARTIFACT_KIND = "unknown"
-
-
-@dataclass(frozen=True)
-class FlowBatch:
-    """One flow's events in queue order, each with the artifact bodies it carries."""
-
-    flow_id: UUID
-    events: Sequence[FlowEvent]
-    bodies: Sequence[Mapping[str, Artifact]] = ()
-
-    def bodies_of(self, index: int) -> Mapping[str, Artifact]:
-        return self.bodies[index] if index < len(self.bodies) else {}
-
-
-@dataclass
-class FlowOutcome:
-    """``accepted`` leading events are stored (``stored``: the rows this call inserted);
-    ``poison`` is the error of ``events[accepted]`` when not every event was accepted."""
-
-    flow_id: UUID
-    accepted: int = 0
-    stored: list[FlowEvent] = field(default_factory=list)
-    poison: Exception | None = None
 
 
 def write_flows(
@@ -68,7 +44,9 @@ def write_flows(
     outcomes: list[FlowOutcome] = []
     new: list[tuple[FlowEvent, Mapping[str, Artifact]]] = []
     for batch in batches:
-        outcome, fresh = _judge(batch, next_of[batch.flow_id], stored_of)
+        outcome, fresh = judge(
+            batch, next_of[batch.flow_id], partial(_stored_at, stored_of, batch.flow_id), same_event
+        )
         outcomes.append(outcome)
         new += fresh
     if new:
@@ -98,29 +76,10 @@ def insert_events(
     ]
 
 
-def _judge(
-    batch: FlowBatch, next_seq: int, stored: Mapping[tuple[UUID, int], FlowEvent]
-) -> tuple[FlowOutcome, list[tuple[FlowEvent, Mapping[str, Artifact]]]]:
-    outcome = FlowOutcome(batch.flow_id)
-    expected = next_seq
-    earlier: dict[int, FlowEvent] = {}  # new events of this batch, for a repeated entry
-    fresh: list[tuple[FlowEvent, Mapping[str, Artifact]]] = []
-    for i, event in enumerate(batch.events):
-        if event.seq < expected:
-            old = stored.get((batch.flow_id, event.seq)) or earlier.get(event.seq)
-            if old is None or not same_event(old, event):
-                detail = f"stored {old.event_type} at {old.ts}" if old is not None else ""
-                outcome.poison = SeqConflict(batch.flow_id, event.seq, detail)
-                break
-        elif event.seq == expected:
-            earlier[event.seq] = event
-            fresh.append((event, batch.bodies_of(i)))
-            expected += 1
-        else:
-            outcome.poison = SeqGap(batch.flow_id, event.seq, expected)
-            break
-        outcome.accepted += 1
-    return outcome, fresh
+def _stored_at(
+    stored: Mapping[tuple[UUID, int], FlowEvent], flow_id: UUID, seq: int
+) -> FlowEvent | None:
+    return stored.get((flow_id, seq))
 
 
 def _stored_for_reappends(

@@ -23,17 +23,12 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
+from domain.batches import FlowBatch, FlowOutcome
 from domain.codec import decode_kind
 from domain.errors import SeqConflict, SeqGap
 from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
 from domain.store import check_artifact_bodies, check_batch_shape, same_event, utc_now
-from eventlog.batch import (
-    LOCK_NAMESPACE,
-    FlowBatch,
-    FlowOutcome,
-    insert_events,
-    write_flows,
-)
+from eventlog.batch import LOCK_NAMESPACE, insert_events, write_flows
 from eventlog.errors import ErrorClass, classify, sqlstate_of
 from eventlog.queries import query
 from eventlog.retry import RetryPolicy

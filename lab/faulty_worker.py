@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from eventlog.batch import FlowOutcome
+from domain.batches import FlowOutcome
 from worker import runtime as worker_runtime
 from worker.cli import main as cli_main
 from worker.sweep import SweepHooks

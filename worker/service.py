@@ -22,9 +22,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import SimpleWorker, Worker
-from rq.worker import BaseWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from producer.jobs import SWEEP_FUNCTION
 from producer.keys import Keys

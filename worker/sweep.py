@@ -29,10 +29,10 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from domain.batches import FlowBatch, FlowOutcome
 from domain.errors import ArtifactHashMismatch
 from domain.events import Artifact, FlowEvent
 from domain.store import check_artifact_bodies
-from eventlog.batch import FlowBatch, FlowOutcome
 from eventlog.errors import sqlstate_of
 from producer.dead_letter import make_record, printable
 from producer.jobs import QUEUED_SWEEP_TTL_MS

@@ -22,11 +22,11 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
+from domain.batches import FlowBatch, FlowOutcome
 from domain.engine import FlowEngine
 from domain.events import StepSignal
 from domain.examples import example_flow
 from domain.replay import InMemoryFlowRepository
-from eventlog.batch import FlowBatch, FlowOutcome
 from eventlog.store import PgEventStore
 from producer.jobs import SWEEP_FUNCTION
 from producer.queued_store import FlowParked, QueuedEventStore
