@@ -55,9 +55,6 @@ class ShardKeys:
     def queue(self, flow_id: str) -> str:
         return f"{self.base}{flow_id}:q"
 
-    def next_pushed(self, flow_id: str) -> str:
-        return f"{self.base}{flow_id}:next"
-
     def dead(self, flow_id: str) -> str:
         return f"{self.base}{flow_id}:dead"
 

@@ -27,9 +27,6 @@ from producer.wire import encode_envelope
 log = logging.getLogger(__name__)
 
 EMIT_MANY_CHUNK = 1000  # envelopes per Lua call (Lua's unpack limit is ~8000)
-#: How long "next position pushed" is kept to refuse a replayed emit (it is dropped sooner,
-#: when the flow's queue drains; a late replay then is absorbed by PostgreSQL's key).
-DEDUPE_TTL_SECONDS = 3600
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -60,57 +57,44 @@ class Producer:
     def emit(self, event: FlowEvent, artifacts: Sequence[Artifact] | None = None) -> None:
         """Queued in Redis when this returns (EmitFailed if Redis could not confirm it)."""
         envelope = self.encode(event, artifacts or ())
-        self.send(str(event.flow_id), event.seq, [envelope])
+        self.send(str(event.flow_id), [envelope])
 
     def emit_many(self, events: Iterable[FlowEvent | tuple[FlowEvent, Sequence[Artifact]]]) -> int:
         """Validate every event first (all or nothing), then pipeline one Lua call per flow.
 
-        Each flow's events must be at consecutive positions, in order.
+        Each flow's events go in the order given.
         """
-        by_flow: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        by_flow: dict[str, list[str]] = defaultdict(list)
         count = 0
         for item in events:
             event, artifacts = item if isinstance(item, tuple) else (item, ())
-            by_flow[str(event.flow_id)].append((event.seq, self.encode(event, artifacts)))
+            by_flow[str(event.flow_id)].append(self.encode(event, artifacts))
             count += 1
         self._retrying(lambda: self._send_many(by_flow))
         return count
 
-    def send(self, flow_id: str, first_seq: int, envelopes: Sequence[str]) -> None:
-        """Push already-encoded envelopes of one flow, at positions ``first_seq``, ... ."""
+    def send(self, flow_id: str, envelopes: Sequence[str]) -> None:
+        """Push already-encoded envelopes of one flow, in order."""
         shard = self.keys.for_flow(flow_id)
         result = self._retrying(
             lambda: self.scripts.emit(
-                keys=_emit_keys(shard), args=self._emit_args(shard, flow_id, first_seq, envelopes)
+                keys=_emit_keys(shard), args=_emit_args(shard, flow_id, envelopes)
             )
         )
         self._start_sweep(result, shard)
 
-    def _send_many(self, by_flow: dict[str, list[tuple[int, str]]]) -> None:
+    def _send_many(self, by_flow: dict[str, list[str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         shards: list[ShardKeys] = []
-        for flow_id, items in by_flow.items():
+        for flow_id, envelopes in by_flow.items():
             shard = self.keys.for_flow(flow_id)
-            for start in range(0, len(items), EMIT_MANY_CHUNK):
-                chunk = items[start : start + EMIT_MANY_CHUNK]
-                args = self._emit_args(shard, flow_id, chunk[0][0], [e for _, e in chunk])
+            for start in range(0, len(envelopes), EMIT_MANY_CHUNK):
+                chunk = envelopes[start : start + EMIT_MANY_CHUNK]
+                args = _emit_args(shard, flow_id, chunk)
                 self.scripts.emit(keys=_emit_keys(shard), args=args, client=pipe)
                 shards.append(shard)
         for shard, result in zip(shards, pipe.execute(), strict=True):
             self._start_sweep(result, shard)
-
-    def _emit_args(
-        self, shard: ShardKeys, flow_id: str, first_seq: int, envelopes: Sequence[str]
-    ) -> list[Any]:
-        return [
-            shard.base,
-            flow_id,
-            first_seq,
-            DEDUPE_TTL_SECONDS,
-            QUEUED_SWEEP_TTL_MS,
-            EMIT_MAX_SWEEPS,
-            *envelopes,
-        ]
 
     def _start_sweep(self, result: object, shard: ShardKeys) -> None:
         """Enqueue the sweep the script registered, if it did. Best effort: the events are
@@ -148,3 +132,7 @@ class Producer:
 
 def _emit_keys(shard: ShardKeys) -> list[str]:
     return [shard.ready, shard.leased, shard.sweeps, shard.wake]
+
+
+def _emit_args(shard: ShardKeys, flow_id: str, envelopes: Sequence[str]) -> list[str | int]:
+    return [shard.base, flow_id, QUEUED_SWEEP_TTL_MS, EMIT_MAX_SWEEPS, *envelopes]

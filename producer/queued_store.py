@@ -55,7 +55,7 @@ class QueuedEventStore:
         self.producer = producer
         self.memory = memory or InMemoryEventStore()
         self.durable = durable
-        self._unconfirmed: dict[UUID, list[tuple[int, str]]] = {}  # flow -> (seq, envelope)
+        self._unconfirmed: dict[UUID, list[str]] = {}  # flow -> envelopes not confirmed
         self._loaded: set[UUID] = set()
         self._lock = threading.RLock()
 
@@ -75,7 +75,7 @@ class QueuedEventStore:
             event = FlowEvent(seq, flow_id, kind, ts or utc_now())
             envelope = self.producer.encode(event, artifacts)
             self.memory.append_batch(flow_id, [event], {a.hash: a for a in artifacts})
-            self._unconfirmed.setdefault(flow_id, []).append((seq, envelope))
+            self._unconfirmed.setdefault(flow_id, []).append(envelope)
             self.flush(flow_id)
             return event
 
@@ -88,7 +88,7 @@ class QueuedEventStore:
                 pending = self._unconfirmed.get(flow)
                 if not pending:
                     continue
-                self.producer.send(str(flow), pending[0][0], [e for _, e in pending])
+                self.producer.send(str(flow), pending)
                 del self._unconfirmed[flow]
 
     def list(self, flow_id: UUID) -> builtins.list[FlowEvent]:

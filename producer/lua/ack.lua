@@ -36,7 +36,6 @@ for i = 3, #ARGV, 6 do
     end
     if redis.call('LLEN', queue) == 0 then
       redis.call('HDEL', KEYS[4], flow)
-      redis.call('DEL', flow_key(base, flow, 'next'))
     else
       redis.call('HSET', KEYS[4], flow, removed)
       make_ready(base, flow, now)
@@ -44,5 +43,7 @@ for i = 3, #ARGV, 6 do
     released = released + 1
   end
 end
-redis.call('DEL', base .. 'claim:' .. token)  -- the claim's replay record: done with
+if released > 0 then
+  redis.call('DEL', base .. 'claim:' .. token)  -- the claim's replay record: done with
+end
 return {released, lost, parked}

@@ -11,7 +11,6 @@
 --   base..'sweeps'  zset  sweep job id -> deadline (ms): sweeps queued or running
 --   base..'wake'    list  at most one token: an idle sweep blocks on it
 --   base..F..':q'      list    the flow's envelopes, in emission order
---   base..F..':next'   string  next position pushed (emit dedupe), with a TTL
 --   base..F..':dead'   list    dead letters
 --   base..F..':dlgen'  string  generation of the dead letters (bumped on every change)
 --   base..F..':dlop'   string  id of the operator command that last resumed the flow (a day)

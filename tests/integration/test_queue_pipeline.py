@@ -241,7 +241,7 @@ def test_wait_durable_raises_flow_parked(
     engine = FlowEngine(queued)
     flow_id = uuid.uuid4()
     engine.next(flow_id, example_flow(1))
-    queued.producer.send(str(flow_id), 99, ["this entry is not an envelope"])
+    queued.producer.send(str(flow_id), ["this entry is not an envelope"])
     with pytest.raises(FlowParked) as caught:
         queued.wait_durable(flow_id, timeout=30)
     assert caught.value.flow_id == flow_id
