@@ -196,8 +196,7 @@ def _run(
         "CHEM_QUEUE": f"chem-demo-{run_id}",
         "CHEM_KEY_PREFIX": f"chemdemo-{run_id}",
         "CHEM_BATCH_SIZE": str(batch_size),
-        "CHEM_RECONCILE_GRACE_SECONDS": "5",
-        "CHEM_RECONCILE_INTERVAL_SECONDS": "2",
+        "CHEM_CHECK_INTERVAL_SECONDS": "2",
     }
     queue_settings = QueueSettings.from_env(env)
     db_settings = DatabaseSettings.from_env(env)
@@ -310,13 +309,13 @@ def _fingerprints(events: list[Any]) -> list[str]:
 
 
 def _parked_count(redis: Redis, producer: Producer) -> int:
-    return int(redis.zcard(producer.keys.parked_index))
+    return sum(int(redis.zcard(shard.parked)) for shard in producer.keys.all_shards())
 
 
 def _backlog(redis: Redis, producer: Producer, flow_ids: list[uuid.UUID]) -> int:
     pipe = redis.pipeline(transaction=False)
     for f in flow_ids:
-        pipe.llen(producer.keys.queue(str(f)))
+        pipe.llen(producer.keys.for_flow(str(f)).queue(str(f)))
     return sum(pipe.execute())
 
 

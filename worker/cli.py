@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -20,9 +21,11 @@ from producer.keys import Keys
 from producer.scripts import Scripts
 from worker.deadletters import DeadLetters, StaleCommand
 from worker.runtime import starter
+from worker.version import __version__
 
 log = logging.getLogger("chem_persistence")
 
+ENV_LOG_LEVEL = "CHEM_LOG_LEVEL"
 #: Entry-point group through which the lab distribution adds its commands.
 LAB_COMMANDS_GROUP = "chem_persistence.commands"
 
@@ -141,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chem-persistence",
         description="Queue-driven ingestion of chemistry-workflow events into PostgreSQL.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (repeat for more)"
+    )
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="log less")
+    parser.add_argument("--version", action="version", version=f"chem-persistence {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL)")
@@ -176,12 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_level(configured: str | None, command: str, verbose: int, quiet: int) -> int:
+    """``CHEM_LOG_LEVEL`` (a level name), else INFO for the worker and WARNING for the
+    one-shot commands (their output is the result); each -v one step more, each -q one less."""
+    if configured:
+        level = logging.getLevelName(configured.strip().upper())
+        if not isinstance(level, int):
+            raise ValueError(
+                f"{ENV_LOG_LEVEL}: {configured!r} is not DEBUG, INFO, WARNING or ERROR"
+            )
+    else:
+        level = logging.INFO if command == "worker" else logging.WARNING
+    return min(max(level + 10 * (quiet - verbose), logging.DEBUG), logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        level = log_level(os.environ.get(ENV_LOG_LEVEL), args.command, args.verbose, args.quiet)
+    except ValueError as exc:
+        print(f"chem-persistence: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ from rq import Worker, get_current_job
 
 from worker.runtime import Runtime, runtime
 from worker.sweep import REDIS_ERRORS, SweepTotals
+
+log = logging.getLogger(__name__)
 
 #: rq-dashboard shows the description: it is kept current while the sweep runs.
 DESCRIPTION = "sweep of shard {shard}: {events} events from {flows} flows in {cycles} cycles"
@@ -18,6 +21,7 @@ def sweep(shard: int) -> dict[str, Any]:
     rt = runtime()
     if not isinstance(shard, int) or not 0 <= shard < rt.keys.shards:
         raise ValueError(f"shard: {shard!r} is not a shard of CHEM_SHARDS={rt.keys.shards}")
+    started = time.monotonic()
     job = get_current_job()
     sweep_id = job.id if job is not None else f"local-{time.monotonic_ns()}"
 
@@ -39,6 +43,16 @@ def sweep(shard: int) -> dict[str, Any]:
         max_sweeps=lambda: max_sweeps(rt),
     )
     progress(totals)
+    log.info(
+        "action=sweep shard=%d cycles=%d flows=%d events=%d parked=%d seconds=%.1f handover=%s",
+        shard,
+        totals.cycles,
+        totals.flows,
+        totals.events,
+        totals.parked,
+        time.monotonic() - started,
+        "yes" if totals.successor not in (0, 1) else "no",
+    )
     return totals.as_dict()
 
 

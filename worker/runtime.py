@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from redis import Redis
 from rq import Queue
 
-from eventlog.config import DatabaseSettings
+from eventlog.config import DatabaseSettings, redact_url
 from eventlog.errors import sqlstate_of
 from eventlog.pool import open_pool
 from eventlog.store import PgEventStore
@@ -37,6 +37,7 @@ class Runtime:
     pid: int
     redis: Redis
     redis_url: str
+    database: str  # the PostgreSQL URL, password redacted
     keys: Keys
     queue: Queue
     sweeper: Sweeper
@@ -85,6 +86,7 @@ def build_runtime(
         os.getpid(),
         redis,
         queue_settings.redis_url,
+        redact_url(db.url),
         Keys(queue_settings.key_prefix, queue_settings.shards),
         queue,
         sweeper,

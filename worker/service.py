@@ -26,11 +26,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
+from eventlog.config import redact_url
 from producer.jobs import SWEEP_FUNCTION
 from producer.keys import Keys
 from worker.recovery import PeriodicRecovery, Recovery
 from worker.runtime import Runtime, runtime, starter
 from worker.sweep import REDIS_ERRORS
+from worker.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,21 @@ def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = No
         start_http_server(rt.settings.metrics_port)
         log.info("action=metrics_listening port=%d", rt.settings.metrics_port)
     base_name = name or f"chem-{socket.gethostname()}-{threading.get_native_id()}"
+    log.info(
+        "action=worker_start version=%s name=%s queue=%s redis=%s postgres=%s shards=%d"
+        " batch=%d claim_flows=%d lease_ms=%d slice_s=%g mode=%s",
+        __version__,
+        base_name,
+        rt.queue.name,
+        redact_url(rt.redis_url),
+        rt.database,
+        rt.keys.shards,
+        rt.settings.batch_size,
+        rt.settings.claim_flows,
+        rt.settings.lease_ttl_ms,
+        rt.settings.sweep_slice_seconds,
+        "fork" if fork else "simple",
+    )
     try:
         return _work_until_stopped(rt, base_name, burst=burst, fork=fork)
     finally:
