@@ -8,12 +8,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_QUEUE = "chem-ingest"
 DEFAULT_KEY_PREFIX = "chem"
 DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024  # 1 MiB: larger payloads belong in an artifact store
 DEFAULT_SHARDS = 1  # Redis key shards; every producer and worker must use the same number
 DEFAULT_EMIT_RETRY_SECONDS = 30.0  # how long an emit retries a lost Redis connection
+#: redis-py's own retries of a command after a connection error (0: off). Every script of the
+#: protocol is safe to run twice, so they are on; the producer and the sweeps retry on top.
+DEFAULT_REDIS_RETRIES = 3
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -29,6 +36,12 @@ class QueueSettings:
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
     shards: int = DEFAULT_SHARDS
     emit_retry_seconds: float = DEFAULT_EMIT_RETRY_SECONDS
+    redis_retries: int = DEFAULT_REDIS_RETRIES
+
+    def redis(self) -> Redis:
+        """A client for ``redis_url`` with the configured command retries."""
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), self.redis_retries)
+        return Redis.from_url(self.redis_url, retry=retry)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
@@ -58,7 +71,8 @@ class QueueSettings:
             raise QueueConfigError(f"CHEM_MAX_ENVELOPE_BYTES: {max_bytes} is below 1024")
         shards = _int(env, "CHEM_SHARDS", DEFAULT_SHARDS, 1, 1024)
         retry = _int(env, "CHEM_EMIT_RETRY_SECONDS", int(DEFAULT_EMIT_RETRY_SECONDS), 0, 3600)
-        return cls(url, queue, prefix, max_bytes, shards, float(retry))
+        retries = _int(env, "CHEM_REDIS_RETRIES", DEFAULT_REDIS_RETRIES, 0, 100)
+        return cls(url, queue, prefix, max_bytes, shards, float(retry), retries)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:

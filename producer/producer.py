@@ -48,7 +48,7 @@ class Producer:
     @classmethod
     def from_env(cls) -> Producer:
         settings = QueueSettings.from_env()
-        return cls(Redis.from_url(settings.redis_url), settings)
+        return cls(settings.redis(), settings)
 
     def encode(self, event: FlowEvent, artifacts: Sequence[Artifact] = ()) -> str:
         """Validate and serialize; raises InvalidEvent naming the field. Writes nothing."""

@@ -12,7 +12,6 @@ from importlib.metadata import entry_points
 from typing import Any
 from uuid import UUID
 
-from redis import Redis
 from rq import Queue
 
 from producer.config import QueueSettings
@@ -39,7 +38,7 @@ def _flow(text: str) -> str:
 
 def _dead_letters() -> tuple[DeadLetters, Queue]:
     settings = QueueSettings.from_env()
-    redis = Redis.from_url(settings.redis_url)
+    redis = settings.redis()
     queue = ingest_queue(redis, settings.queue_name)
     keys = Keys(settings.key_prefix, settings.shards)
     return DeadLetters(redis, keys, Scripts.register(redis), starter(queue)), queue

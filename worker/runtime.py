@@ -37,6 +37,7 @@ class Runtime:
     pid: int
     redis: Redis
     redis_url: str
+    queue_settings: QueueSettings
     database: str  # the PostgreSQL URL, password redacted
     keys: Keys
     queue: Queue
@@ -71,7 +72,7 @@ def build_runtime(
     queue_settings = QueueSettings.from_env()
     worker_settings = WorkerSettings.from_env()
     db = DatabaseSettings.from_env()
-    redis = Redis.from_url(queue_settings.redis_url)
+    redis = queue_settings.redis()
     pool: ConnectionPool = open_pool(db)
     pg = PgEventStore(pool, no_artifact_insert=db.no_artifact_insert, on_retry=_count_retry)
     store: FlowsStore = wrap_store(pg) if wrap_store is not None else pg
@@ -86,6 +87,7 @@ def build_runtime(
         os.getpid(),
         redis,
         queue_settings.redis_url,
+        queue_settings,
         redact_url(db.url),
         Keys(queue_settings.key_prefix, queue_settings.shards),
         queue,

@@ -132,7 +132,7 @@ class QueueGauges(Collector):
 def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = None) -> bool:
     rt = runtime()  # open the pool (and migrate) before taking jobs: fail fast on bad config
     recovery = Recovery(
-        Redis.from_url(rt.redis_url),
+        rt.queue_settings.redis(),
         rt.keys,
         rt.sweeper.scripts,
         rt.queue,
@@ -143,7 +143,7 @@ def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = No
     periodic = PeriodicRecovery(recovery, rt.settings.check_interval_seconds)
     periodic.start()
     if rt.settings.metrics_port is not None:
-        REGISTRY.register(QueueGauges(Redis.from_url(rt.redis_url), rt.keys))
+        REGISTRY.register(QueueGauges(rt.queue_settings.redis(), rt.keys))
         start_http_server(rt.settings.metrics_port)
         log.info("action=metrics_listening port=%d", rt.settings.metrics_port)
     base_name = name or f"chem-{socket.gethostname()}-{threading.get_native_id()}"
