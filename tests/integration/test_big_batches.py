@@ -66,13 +66,13 @@ def test_a_size_limit_splits_the_transaction_until_it_fits(
     store = PgEventStore(pool)
     flows = [uuid.uuid4() for _ in range(5)]
     batches = [FlowBatch(f, [big_event(f, 0)]) for f in flows]
-    attempts: list[int] = []
+    attempts: list[tuple[uuid.UUID, ...]] = []
     real = store._write_flows
 
     def limited(
         chunk: Sequence[FlowBatch], before: Callable[[], None] | None = None
     ) -> list[FlowOutcome]:
-        attempts.append(len(chunk))
+        attempts.append(tuple(b.flow_id for b in chunk))
         if len(chunk) > 2:  # as if PostgreSQL refused anything bigger (SQLSTATE 54000)
             raise psycopg.errors.ProgramLimitExceeded("total size of jsonb array elements")
         return real(chunk, before)
