@@ -76,12 +76,6 @@ WHERE artifact_hash = %(artifact_hash)s
 -- name: flow_ids
 SELECT DISTINCT flow_id FROM event_log
 
--- name: count_events
-SELECT count(*) FROM event_log
-
--- name: count_artifacts
-SELECT count(*) FROM workflow_step_artifacts
-
 -- name: count_flows_events
 SELECT count(*) FROM event_log WHERE flow_id = ANY(%(flow_ids)s)
 

@@ -40,6 +40,7 @@ from producer.keys import ShardKeys
 from producer.scripts import Scripts
 from producer.wire import InvalidEvent, decode_envelope
 from worker import metrics
+from worker.backoff import Backoff
 from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class Sweeper:
         totals = SweepTotals(shard.shard, sweep_id)
         started = time.monotonic()
         idle_since: float | None = None
-        trouble = _Backoff()
+        trouble = Backoff()
         last_progress = last_spawn = 0.0
         while True:
             now = time.monotonic()
@@ -351,30 +352,6 @@ class SweepTotals:
             "events": self.events,
             "parked": self.parked,
         }
-
-
-class _Backoff:
-    """Waits out transient trouble: logged once when it starts and once when it ends."""
-
-    INITIAL_SECONDS = 0.1
-    MAX_SECONDS = 5.0
-
-    def __init__(self) -> None:
-        self.pause = 0.0
-        self.since: float | None = None
-
-    def wait(self, exc: BaseException, stop: threading.Event | None) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("action=waiting cause=%s error=%.300s", type(exc).__name__, exc)
-        self.pause = min(max(self.pause * 2, self.INITIAL_SECONDS), self.MAX_SECONDS)
-        metrics.CYCLES.labels("trouble").inc()
-        (stop or threading.Event()).wait(self.pause)
-
-    def reset(self) -> None:
-        if self.since is not None:
-            log.warning("action=recovered after_seconds=%.1f", time.monotonic() - self.since)
-        self.since, self.pause = None, 0.0
 
 
 def _decode(claimed: Claimed) -> _Decoded:
