@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -12,9 +13,12 @@ from importlib.metadata import entry_points
 from typing import Any
 from uuid import UUID
 
+import psycopg
+import redis.exceptions
 from rq import Queue
 
-from producer.config import QueueSettings
+from eventlog.config import DEFAULT_DATABASE_URL, redact_text, redact_url
+from producer.config import DEFAULT_REDIS_URL, QueueSettings
 from producer.jobs import ingest_queue
 from producer.keys import Keys
 from producer.scripts import Scripts
@@ -25,6 +29,12 @@ from worker.version import __version__
 log = logging.getLogger("chem_persistence")
 
 ENV_LOG_LEVEL = "CHEM_LOG_LEVEL"
+#: Exit codes: 0 fine, 1 unhealthy (status) or nothing found, 2 bad input or settings,
+#: 3 a server could not be reached, 130 interrupted.
+EXIT_UNHEALTHY = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+DEFAULT_MAX_BACKLOG_AGE_SECONDS = 300.0
 #: Entry-point group through which the lab distribution adds its commands.
 LAB_COMMANDS_GROUP = "chem_persistence.commands"
 
@@ -52,8 +62,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(migrate.offline_sql())
         return 0
     settings = DatabaseSettings.from_env()
+    before = migrate.current(settings.url)
     migrate.upgrade(settings.url)
-    print(f"migrated {redact_url(settings.url)} to {migrate.current(settings.url)}")
+    after = migrate.current(settings.url)
+    if before == after:
+        print(f"{redact_url(settings.url)} is already at {after}: nothing to do")
+    else:
+        print(f"migrated {redact_url(settings.url)} from {before or 'an empty schema'} to {after}")
     return 0
 
 
@@ -65,18 +80,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from worker.status import collect, render
+    from worker.status import collect, health, render
 
     dlq, queue = _dead_letters()
     status = collect(dlq.redis, dlq.keys, queue, dlq)
-    print(json.dumps(status.as_dict(), indent=2) if args.json else render(status))
-    return 0
+    problems = health(status, args.max_age)
+    if args.json:
+        print(json.dumps({**status.as_dict(), "problems": problems}, indent=2))
+    else:
+        print(render(status))
+        for problem in problems:
+            print(f"UNHEALTHY: {problem}")
+    return EXIT_UNHEALTHY if problems else 0
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     dlq, _ = _dead_letters()
     if args.action == "list":
         parked = dlq.parked()
+        if args.json:
+            print(json.dumps([p.as_dict() for p in parked], indent=2))
+            return 0
         if not parked:
             print("no parked flows")
         for p in parked:
@@ -148,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="count", default=0, help="log less")
     parser.add_argument("--version", action="version", version=f"chem-persistence {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL)")
@@ -160,8 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name shown in rq-dashboard")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", help="backlog, ready, leased and parked flows, sweeps, workers")
+    p = sub.add_parser(
+        "status",
+        help="backlog, ready, leased and parked flows, sweeps, workers;"
+        " exit 1 when flows are parked or the backlog is older than --max-age",
+    )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=DEFAULT_MAX_BACKLOG_AGE_SECONDS,
+        help="seconds a flow may wait for a sweep before the status is unhealthy (300)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -170,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "retry", "discard"])
     p.add_argument("flow", nargs="?", type=_flow)
     p.add_argument("--yes", action="store_true", help="confirm a discard")
+    p.add_argument("--json", action="store_true", help="dlq list: as JSON")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("replay", help="read a flow from PostgreSQL and show its replayed state")
@@ -180,6 +216,37 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _lab_commands():
         register(sub)
     return parser
+
+
+def explain(exc: BaseException) -> tuple[str, int]:
+    """One or two lines an operator can act on, naming the setting, and the exit code."""
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        url = redact_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        return (
+            f"cannot reach Redis at {url} (REDIS_URL): {exc}\n"
+            "  is Redis running, and is REDIS_URL right?",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        text = redact_text(str(exc), url).strip().splitlines()
+        first = text[0] if text else type(exc).__name__
+        hint = "is PostgreSQL running, and is DATABASE_URL right?"
+        if "does not exist" in first:
+            hint = "create the database (createdb) or point DATABASE_URL at one that exists"
+        return (
+            f"cannot use PostgreSQL at {redact_url(url)} (DATABASE_URL): {first}\n  {hint}",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        port = os.environ.get("CHEM_METRICS_PORT", "?")
+        return (
+            f"CHEM_METRICS_PORT: port {port} is already in use; choose another or unset it",
+            EXIT_USAGE,
+        )
+    if isinstance(exc, ValueError):  # settings and input errors name the variable and the value
+        return str(exc), EXIT_USAGE
+    return f"{type(exc).__name__}: {exc}", 1
 
 
 def log_level(configured: str | None, command: str, verbose: int, quiet: int) -> int:
@@ -212,9 +279,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except ValueError as exc:  # configuration and input errors name the variable and the value
-        print(f"chem-persistence: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        message, code = explain(exc)
+        print(f"chem-persistence: {message}", file=sys.stderr)
+        if code != EXIT_USAGE:
+            print("  (run with --debug for the details)", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class Status:
     parked_flows: list[ParkedFlow]
     dead_letters_total: int
     sweeps: int  # sweeps queued or running (registered)
+    oldest_ready_seconds: float  # how long the longest-waiting ready flow has waited (0: none)
     queue: str
     queued_jobs: int
     failed_jobs: int
@@ -39,13 +40,19 @@ class Status:
 def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -> Status:
     flows: list[FlowBacklog] = []
     sweeps = 0
+    oldest = 0.0
+    seconds, micros = redis.time()
+    now_ms = seconds * 1000 + micros / 1000
     for shard in keys.all_shards():
         pipe = redis.pipeline(transaction=False)
         pipe.zrange(shard.ready, 0, -1)
         pipe.zrange(shard.leased, 0, -1)
         pipe.zcard(shard.sweeps)
-        ready, leased, count = pipe.execute()
+        pipe.zrange(shard.ready, 0, 0, withscores=True)
+        ready, leased, count, first = pipe.execute()
         sweeps += int(count)
+        if first:
+            oldest = max(oldest, (now_ms - float(first[0][1])) / 1000)
         named = [(f.decode(), False) for f in cast(list[bytes], ready)]
         named += [(f.decode(), True) for f in cast(list[bytes], leased)]
         pipe = redis.pipeline(transaction=False)
@@ -67,6 +74,7 @@ def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -
         parked_flows=parked,
         dead_letters_total=sum(p.dead_letters for p in parked),
         sweeps=sweeps,
+        oldest_ready_seconds=round(oldest, 3),
         queue=queue.name,
         queued_jobs=queue.count,
         failed_jobs=FailedJobRegistry(queue=queue).count,
@@ -74,11 +82,28 @@ def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -
     )
 
 
+def health(status: Status, max_age_seconds: float) -> list[str]:
+    """Why the pipeline needs an operator, if it does (``status`` exits 1 then)."""
+    problems = []
+    if status.parked_flows:
+        problems.append(
+            f"{len(status.parked_flows)} parked flow(s) with {status.dead_letters_total}"
+            " dead letter(s): see `chem-persistence dlq list`"
+        )
+    if status.oldest_ready_seconds > max_age_seconds:
+        problems.append(
+            f"a ready flow has waited {status.oldest_ready_seconds:.0f} s for a sweep"
+            f" (more than {max_age_seconds:g} s): are workers running?"
+        )
+    return problems
+
+
 def render(status: Status, limit: int = 20) -> str:
     leased = sum(1 for f in status.flows if f.leased)
     lines = [
         f"backlog: {status.backlog_total} events in {len(status.flows) - leased} ready,"
         f" {leased} leased and {len(status.parked_flows)} parked flows",
+        f"oldest ready flow: waiting {status.oldest_ready_seconds:.1f} s",
         f"sweeps: {status.sweeps} queued or running; queue {status.queue}:"
         f" {status.queued_jobs} jobs waiting, {status.failed_jobs} failed (see rq-dashboard)",
         f"workers: {len(status.workers)}"

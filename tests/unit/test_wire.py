@@ -34,11 +34,11 @@ from domain.events import (
     UnitError,
 )
 from producer.config import QueueSettings
+from producer.keys import Keys
 from producer.producer import Producer
 from producer.wire import (
     ENVELOPE_VERSION,
     InvalidEvent,
-    Keys,
     decode_envelope,
     encode_envelope,
 )
@@ -46,6 +46,7 @@ from tests.strategies import artifacts as artifact_bodies
 from tests.strategies import flow_event
 
 F1 = UUID("00000000-0000-4000-8000-0000000000a1")
+WIRE_KEYS = Keys("wire").for_flow(str(F1))
 F2 = UUID("00000000-0000-4000-8000-0000000000a2")
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 H = "ab" * 32  # a well-formed hash
@@ -189,8 +190,7 @@ def test_a_good_event_does_reach_redis(redis: fakeredis.FakeRedis) -> None:
     """The control for the test above: the same producer does write a valid event."""
     producer = make_producer(redis)
     producer.emit(event(finished(ART.hash, ART2.hash)), [ART, ART2])
-    keys = Keys("wire")
-    assert redis.llen(keys.queue(str(F1))) == 1
+    assert redis.llen(WIRE_KEYS.queue(str(F1))) == 1
     assert producer.queue.count == 1
     assert redis.dbsize() > 0
 
@@ -206,7 +206,7 @@ def test_envelope_size_limit(redis: fakeredis.FakeRedis) -> None:
     assert redis.dbsize() == 0
 
     make_producer(redis, max_envelope_bytes=size).emit(big)  # exactly at the limit: accepted
-    assert redis.llen(Keys("wire").queue(str(F1))) == 1
+    assert redis.llen(WIRE_KEYS.queue(str(F1))) == 1
 
 
 def test_size_limit_counts_utf8_bytes_not_characters(redis: fakeredis.FakeRedis) -> None:
@@ -235,7 +235,7 @@ def test_emit_many_accepts_events_and_event_artifact_pairs(redis: fakeredis.Fake
     first = event(StepStarted(1, "properties"))
     second = event(finished(ART.hash), seq=1)
     assert producer.emit_many([first, (second, (ART,))]) == 2
-    entries = redis.lrange(Keys("wire").queue(str(F1)), 0, -1)
+    entries = redis.lrange(WIRE_KEYS.queue(str(F1)), 0, -1)
     assert [decode_envelope(e) for e in entries] == [(first, {}), (second, {ART.hash: ART})]
 
 
