@@ -20,7 +20,8 @@ it back — type-exact (``1``, ``1.0`` and ``true`` differ), independent of key 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
@@ -30,6 +31,7 @@ import msgspec
 from domain.canonical import canonical_json, is_hash
 from domain.errors import InvalidKind, InvalidValue
 from domain.events import (
+    CHECKS,
     KIND_CLASSES,
     MESSAGE_ERRORS,
     UNIT_ERRORS,
@@ -39,6 +41,7 @@ from domain.events import (
     FlowEvent,
     FlowEventKind,
     FlowInitialized,
+    Index,
     InvalidTransition,
     MessageError,
     PropertyPreferenceAssigned,
@@ -243,7 +246,7 @@ def _artifact_bodies(
 
 
 class _StepFailedBody(msgspec.Struct, forbid_unknown_fields=True):
-    step_index: int
+    step_index: Index
     step_id: str
     error: Any
     fingerprint: str
@@ -280,6 +283,28 @@ class _Refused(Exception):
     """The fast path refuses: the reference decoder judges (and names the field)."""
 
 
+@contextmanager
+def checked_by_decoder(skip: bool = True) -> Iterator[None]:
+    """While msgspec decodes JSON that cannot hold a NUL, a lone surrogate, a NaN or deep
+    nesting (text stored in JSONB, or an entry whose bytes were looked at), the kinds it
+    builds skip their own checks: types and bounds were checked in C. This thread only."""
+    before = CHECKS.skip
+    CHECKS.skip = skip
+    try:
+        yield
+    finally:
+        CHECKS.skip = before
+
+
+def _plain_text(raw: bytes | str) -> bool:
+    """Whether JSON text from msgspec can hold nothing PostgreSQL refuses: no ``\\u0000``
+    escape (the only way to a NUL; msgspec refuses lone surrogates and NaN) and fewer
+    brackets than the depth limit."""
+    if isinstance(raw, str):
+        return "\\u0000" not in raw and raw.count("[") + raw.count("{") < MAX_DEPTH
+    return b"\\u0000" not in raw and raw.count(b"[") + raw.count(b"{") < MAX_DEPTH
+
+
 def _fast_kind(data: bytes | str) -> FlowEventKind:
     tagged = _TAGGED.decode(data)
     if len(tagged) != 1:
@@ -301,12 +326,30 @@ def decode_kind_json(data: bytes | str, field: str = "kind") -> FlowEventKind:
         return _fast_kind(data)
     except (*_REFUSED, _Refused):
         pass
+    with checked_by_decoder(skip=False):
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(field, _head(data), f"not JSON: {exc}") from None
+        return decode_kind(obj, field)
+
+
+def decode_stored_kinds(payloads: Sequence[str]) -> list[FlowEventKind]:
+    """The kinds of payloads read back from JSONB (which holds no NUL, lone surrogate, NaN or
+    infinity): decoded in C, the kinds' own checks left to the decoder."""
+    with checked_by_decoder():
+        return [
+            decode_kind_json(p, "payload") if p.count("[") + p.count("{") >= MAX_DEPTH
+            else _stored_kind(p)
+            for p in payloads
+        ]
+
+
+def _stored_kind(payload: str) -> FlowEventKind:
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise DecodeError(field, _head(data), f"not JSON: {exc}") from None
-    check_json(obj, field)
-    return decode_kind(obj, field)
+        return _fast_kind(payload)
+    except (*_REFUSED, _Refused):
+        return decode_kind_json(payload, "payload")
 
 
 def decode_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
@@ -318,11 +361,13 @@ def decode_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
     bodies) is an InvalidValue, never another exception.
     """
     try:
-        return _fast_envelope(raw)
+        with checked_by_decoder(_plain_text(raw)):
+            return _fast_envelope(raw)
     except (*_REFUSED, _Refused):
         pass
     try:
-        return _reference_envelope(raw)
+        with checked_by_decoder(skip=False):
+            return _reference_envelope(raw)
     except RecursionError:
         raise DecodeError("envelope", _head(raw), "nested too deeply to decode") from None
 
@@ -341,8 +386,7 @@ def _fast_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact]]:
         raise _Refused
     # JSON from msgspec holds no NaN, infinity or lone surrogate; a NUL needs an escape and
     # deep nesting needs brackets: only then are the bodies walked.
-    text = raw if isinstance(raw, bytes) else raw.encode()
-    walk = b"\\u0000" in text or text.count(b"[") + text.count(b"{") >= MAX_DEPTH
+    walk = not CHECKS.skip
     outputs = kind.outputs
     bodies: dict[str, Artifact] = {}
     for i, item in enumerate(env.artifacts):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, ClassVar, TypeAlias
+import threading
+from typing import Annotated, Any, ClassVar, TypeAlias
 from uuid import UUID
 
 import msgspec
@@ -23,6 +24,20 @@ from domain.errors import InvalidKind
 from domain.json_values import JsonValue, check_json, check_text, text_ok
 
 # --- field checks (shared by every kind) ------------------------------------------------------
+
+
+class _Checks(threading.local):
+    """Per thread: ``skip`` is set by the codec (``domain.codec.checked_by_decoder``) while
+    msgspec builds kinds from JSON whose every check it has already made (types and bounds in
+    C; no NUL, lone surrogate, NaN or deep nesting in the text). Everywhere else, a kind
+    checks itself when built."""
+
+    skip = False
+
+
+CHECKS = _Checks()
+#: A non-negative integer, for msgspec (the kinds check it themselves when built).
+Index: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def _index(value: object, where: str) -> None:
@@ -68,13 +83,14 @@ UNIT_ERRORS = (
 MESSAGE_ERRORS = ("PolicyViolation", "StorageError", "Internal")
 
 
-class UnitError(msgspec.Struct, frozen=True):
+class UnitError(msgspec.Struct, frozen=True, gc=False):
     """A unit variant, serialized as a bare string: ``"MissingInputs"``."""
 
     variant: str
 
     def __post_init__(self) -> None:
-        self.check("UnitError")
+        if not CHECKS.skip:
+            self.check("UnitError")
 
     def check(self, where: str) -> bool:
         if type(self.variant) is not str or self.variant not in UNIT_ERRORS:
@@ -84,14 +100,15 @@ class UnitError(msgspec.Struct, frozen=True):
         return False
 
 
-class MessageError(msgspec.Struct, frozen=True):
+class MessageError(msgspec.Struct, frozen=True, gc=False):
     """A newtype variant carrying a message: ``{"PolicyViolation": "msg"}``."""
 
     variant: str
     message: str
 
     def __post_init__(self) -> None:
-        self.check("MessageError")
+        if not CHECKS.skip:
+            self.check("MessageError")
 
     def check(self, where: str) -> bool:
         if type(self.variant) is not str or self.variant not in MESSAGE_ERRORS:
@@ -104,14 +121,15 @@ class MessageError(msgspec.Struct, frozen=True):
         return False
 
 
-class InvalidTransition(msgspec.Struct, frozen=True):
+class InvalidTransition(msgspec.Struct, frozen=True, gc=False):
     """``{"InvalidTransition": {"from": "...", "to": "..."}}``."""
 
     from_state: str = msgspec.field(name="from")
     to_state: str = msgspec.field(name="to")
 
     def __post_init__(self) -> None:
-        self.check("InvalidTransition")
+        if not CHECKS.skip:
+            self.check("InvalidTransition")
 
     def check(self, where: str) -> bool:
         _text(self.from_state, f"{where}.from_state")
@@ -119,14 +137,15 @@ class InvalidTransition(msgspec.Struct, frozen=True):
         return False
 
 
-class RetryNotAllowed(msgspec.Struct, frozen=True):
+class RetryNotAllowed(msgspec.Struct, frozen=True, gc=False):
     """``{"RetryNotAllowed": {"step_id": "...", "reason": "..."}}``."""
 
     step_id: str
     reason: str
 
     def __post_init__(self) -> None:
-        self.check("RetryNotAllowed")
+        if not CHECKS.skip:
+            self.check("RetryNotAllowed")
 
     def check(self, where: str) -> bool:
         _text(self.step_id, f"{where}.step_id")
@@ -146,13 +165,14 @@ ERROR_CLASSES = (UnitError, MessageError, InvalidTransition, RetryNotAllowed)
 # whether a JSON value holds a float the encoder must write in fixed notation.
 
 
-class FlowInitialized(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class FlowInitialized(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     definition_hash: str
-    step_count: int
+    step_count: Index
     event_type: ClassVar[str] = "flowinitialized"
 
     def __post_init__(self) -> None:
-        self.check("FlowInitialized")
+        if not CHECKS.skip:
+            self.check("FlowInitialized")
 
     def check(self, where: str) -> bool:
         _text(self.definition_hash, f"{where}.definition_hash")
@@ -160,13 +180,14 @@ class FlowInitialized(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return False
 
 
-class StepStarted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    step_index: int
+class StepStarted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    step_index: Index
     step_id: str
     event_type: ClassVar[str] = "stepstarted"
 
     def __post_init__(self) -> None:
-        self.check("StepStarted")
+        if not CHECKS.skip:
+            self.check("StepStarted")
 
     def check(self, where: str) -> bool:
         _index(self.step_index, f"{where}.step_index")
@@ -174,15 +195,16 @@ class StepStarted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return False
 
 
-class StepFinished(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    step_index: int
+class StepFinished(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    step_index: Index
     step_id: str
     outputs: tuple[str, ...]  # artifact hashes; a list is accepted and kept as a tuple
     fingerprint: str
     event_type: ClassVar[str] = "stepfinished"
 
     def __post_init__(self) -> None:
-        self.check("StepFinished")
+        if not CHECKS.skip:
+            self.check("StepFinished")
 
     def check(self, where: str) -> bool:
         _index(self.step_index, f"{where}.step_index")
@@ -192,15 +214,16 @@ class StepFinished(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return False
 
 
-class StepFailed(msgspec.Struct, frozen=True):
-    step_index: int
+class StepFailed(msgspec.Struct, frozen=True, gc=False):
+    step_index: Index
     step_id: str
     error: CoreEngineError
     fingerprint: str
     event_type: ClassVar[str] = "stepfailed"
 
     def __post_init__(self) -> None:
-        self.check("StepFailed")
+        if not CHECKS.skip:
+            self.check("StepFailed")
 
     def check(self, where: str) -> bool:
         _index(self.step_index, f"{where}.step_index")
@@ -212,15 +235,16 @@ class StepFailed(msgspec.Struct, frozen=True):
         return False
 
 
-class StepSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    step_index: int
+class StepSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    step_index: Index
     step_id: str
     signal: str
     data: Any  # JSON (JsonValue; msgspec decodes it as any JSON), checked by check_json
     event_type: ClassVar[str] = "stepsignal"
 
     def __post_init__(self) -> None:
-        self.check("StepSignal")
+        if not CHECKS.skip:
+            self.check("StepSignal")
 
     def check(self, where: str) -> bool:
         _index(self.step_index, f"{where}.step_index")
@@ -229,7 +253,7 @@ class StepSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return check_json(self.data, f"{where}.data")
 
 
-class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     property_key: str
     policy_id: str
     params_hash: str
@@ -237,7 +261,8 @@ class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fie
     event_type: ClassVar[str] = "propertypreferenceassigned"
 
     def __post_init__(self) -> None:
-        self.check("PropertyPreferenceAssigned")
+        if not CHECKS.skip:
+            self.check("PropertyPreferenceAssigned")
 
     def check(self, where: str) -> bool:
         _text(self.property_key, f"{where}.property_key")
@@ -246,12 +271,13 @@ class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fie
         return check_json(self.rationale, f"{where}.rationale")
 
 
-class FlowCompleted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class FlowCompleted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     flow_fingerprint: str
     event_type: ClassVar[str] = "flowcompleted"
 
     def __post_init__(self) -> None:
-        self.check("FlowCompleted")
+        if not CHECKS.skip:
+            self.check("FlowCompleted")
 
     def check(self, where: str) -> bool:
         _text(self.flow_fingerprint, f"{where}.flow_fingerprint")

@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
-from domain.codec import decode_kind_json, encode_kind
+from domain.codec import decode_stored_kinds, encode_kind
 from domain.errors import SeqConflict, SeqGap
 from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
 from domain.json_values import dumps
@@ -157,7 +157,7 @@ class PgEventStore:
         params = {"flow_id": flow_id, "first": events[0].seq, "last": events[-1].seq}
         _payload_as_text(cur)
         cur.execute(query("events_in_range"), params)
-        stored = [_row_to_event(flow_id, row) for row in cur.fetchall()]
+        stored = _rows_to_events(flow_id, cur.fetchall())
         for old, event in zip(stored, events, strict=True):
             if not same_event(old, event):
                 if not raise_conflict:
@@ -175,7 +175,7 @@ class PgEventStore:
         with self.pool.connection() as conn, conn.cursor() as cur:
             _payload_as_text(cur)
             cur.execute(query("list_flow"), {"flow_id": flow_id})
-            return [_row_to_event(flow_id, row) for row in cur.fetchall()]
+            return _rows_to_events(flow_id, cur.fetchall())
 
     def artifact(self, artifact_hash: str) -> StoredArtifact | None:
         def read() -> StoredArtifact | None:
@@ -216,16 +216,18 @@ class PgEventStore:
 
 
 def _payload_as_text(cur: psycopg.Cursor[Any]) -> None:
-    """Read jsonb columns as ``str``, decoded by ``_row_to_event`` straight into the kinds
-    (the codec, in C): replay's hot path."""
+    """Read jsonb columns as ``str``, decoded by ``_rows_to_events`` straight into the kinds
+    (in C): replay's hot path. (The pool's sessions are in UTC: ts needs no conversion.)"""
     cur.adapters.register_loader("jsonb", TextLoader)
 
 
-def _row_to_event(flow_id: UUID, row: tuple[Any, ...]) -> FlowEvent:
-    """An event_log row (seq, flow_seq, ts, payload as JSON text) as a FlowEvent."""
-    log_seq, flow_seq, ts, payload = row
-    kind = decode_kind_json(payload, "payload")
-    return FlowEvent(flow_seq, flow_id, kind, ts if ts.tzinfo is UTC else ts.astimezone(UTC), log_seq)
+def _rows_to_events(flow_id: UUID, rows: Sequence[tuple[Any, ...]]) -> builtins.list[FlowEvent]:
+    """event_log rows (seq, flow_seq, ts, payload as JSON text) as FlowEvents."""
+    kinds = decode_stored_kinds([row[3] for row in rows])
+    return [
+        FlowEvent(flow_seq, flow_id, kind, ts if ts.tzinfo is UTC else ts.astimezone(UTC), log_seq)
+        for (log_seq, flow_seq, ts, _), kind in zip(rows, kinds, strict=True)
+    ]
 
 
 def _one(cur: psycopg.Cursor[Any]) -> int:

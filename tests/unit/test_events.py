@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 from domain.errors import InvalidKind, InvalidValue
 from domain.events import (
@@ -26,7 +26,7 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import InvalidJson
+from domain.json_values import InvalidJson, text_ok
 from producer.wire import decode_envelope, encode_envelope
 from tests.fuzz_strategies import bad_fields
 
@@ -95,10 +95,16 @@ def test_a_wrong_value_fails_at_construction_naming_the_field_and_the_value(
         assert repr(error.value) == repr(value)
 
 
+def _storable(item: object) -> bool:
+    return isinstance(item, str) and text_ok(item)
+
+
 @settings(max_examples=200, deadline=None)
 @given(bad_fields())
 def test_any_bad_field_fails_at_construction(case: tuple[FlowEventKind, str, object]) -> None:
     kind, name, bad = case
+    # a string that is no hash is still a string: the producer refuses it (by its format)
+    assume(not (name == "outputs" and isinstance(bad, tuple) and all(map(_storable, bad))))
     fields = {f: getattr(kind, f) for f in kind.__struct_fields__}
     with pytest.raises(InvalidValue) as caught:
         type(kind)(**{**fields, name: bad})
@@ -109,5 +115,6 @@ def test_any_bad_field_fails_at_construction(case: tuple[FlowEventKind, str, obj
 @given(bad_fields())
 def test_replace_checks_like_the_constructor(case: tuple[FlowEventKind, str, object]) -> None:
     kind, name, bad = case
+    assume(not (name == "outputs" and isinstance(bad, tuple) and all(map(_storable, bad))))
     with pytest.raises(InvalidValue):
         msgspec.structs.replace(kind, **{name: bad})
