@@ -154,6 +154,9 @@ def _without_negative_zero(value: JsonValue) -> JsonValue:
 # --- the envelope: encoding (the producer) ----------------------------------------------------
 
 
+_WRITE = msgspec.json.Encoder().encode
+
+
 class _EnvelopeOut(msgspec.Struct, omit_defaults=True):
     v: int
     flow_id: UUID
@@ -179,21 +182,20 @@ def encode_envelope(
     if not isinstance(kind, KIND_CLASSES):
         raise InvalidValue("kind", kind, "not one of the seven event kinds")
     name = type(kind).__name__
-    big = kind.check(f"kind.{name}")  # again: a field may have been forced past the constructor
+    kind.check(f"kind.{name}")  # again: a field may have been forced past the constructor
     if type(kind) is StepFinished:
         for i, output in enumerate(kind.outputs):
             if not (type(output) is str and _hex64(output)):
                 raise InvalidValue(
                     f"kind.StepFinished.outputs[{i}]", output, "not 64 lowercase hex characters"
                 )
-    bodies = None
-    if artifacts:
-        bodies, big_bodies = _artifact_bodies(kind, artifacts)
-        big = big or big_bodies
+    bodies = _artifact_bodies(kind, artifacts) if artifacts else None
     envelope = _EnvelopeOut(
         ENVELOPE_VERSION, event.flow_id, seq, ts, kind.event_type, _tagged(kind), bodies
     )
-    data = encode_json(envelope, big)
+    # Floats as msgspec writes them (1e16 too): read back as floats by the worker, whose
+    # write to PostgreSQL puts them in fixed notation for JSONB (json_values.dumps).
+    data = _WRITE(envelope)
     if max_bytes is not None and len(data) > max_bytes:
         raise InvalidValue("envelope", f"{len(data)} bytes", f"larger than the limit of {max_bytes}")
     return data
@@ -212,23 +214,20 @@ def _utc(ts: object, shown: object) -> datetime:
         raise InvalidValue("ts", shown, "out of range once converted to UTC") from None
 
 
-def _artifact_bodies(
-    kind: FlowEventKind, artifacts: Sequence[Artifact]
-) -> tuple[list[dict[str, Any]], bool]:
-    """The bodies as the envelope carries them, and whether they hold a float of 1e16+."""
+def _artifact_bodies(kind: FlowEventKind, artifacts: Sequence[Artifact]) -> list[dict[str, Any]]:
+    """The bodies as the envelope carries them, checked."""
     if type(kind) is not StepFinished:
         raise InvalidValue("artifacts", len(artifacts), "only a StepFinished carries artifacts")
     outputs = set(kind.outputs)
     result: list[dict[str, Any]] = []
-    big = False
     for i, artifact in enumerate(artifacts):
         where = f"artifacts[{i}]"
         if not isinstance(artifact, Artifact):
             raise InvalidValue(where, artifact, "must be a domain Artifact")
         if not isinstance(artifact.kind, str) or not artifact.kind:
             raise InvalidValue(f"{where}.kind", artifact.kind, "must be a non-empty string")
-        big |= check_json(artifact.payload, f"{where}.payload")
-        big |= check_json(artifact.metadata, f"{where}.metadata")
+        check_json(artifact.payload, f"{where}.payload")
+        check_json(artifact.metadata, f"{where}.metadata")
         if artifact.hash not in outputs:
             raise InvalidValue(f"{where}.hash", artifact.hash, "is not among the event's outputs")
         result.append(
@@ -239,7 +238,7 @@ def _artifact_bodies(
                 "metadata": artifact.metadata,
             }
         )
-    return result, big
+    return result
 
 
 # --- decoding: the fast path (msgspec, C) -----------------------------------------------------

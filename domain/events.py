@@ -92,12 +92,11 @@ class UnitError(msgspec.Struct, frozen=True, gc=False):
         if not CHECKS.skip:
             self.check("UnitError")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         if type(self.variant) is not str or self.variant not in UNIT_ERRORS:
             raise InvalidKind(
                 f"{where}.variant", self.variant, f"unknown unit variant; expected one of {UNIT_ERRORS}"
             )
-        return False
 
 
 class MessageError(msgspec.Struct, frozen=True, gc=False):
@@ -110,7 +109,7 @@ class MessageError(msgspec.Struct, frozen=True, gc=False):
         if not CHECKS.skip:
             self.check("MessageError")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         if type(self.variant) is not str or self.variant not in MESSAGE_ERRORS:
             raise InvalidKind(
                 f"{where}.variant",
@@ -118,7 +117,6 @@ class MessageError(msgspec.Struct, frozen=True, gc=False):
                 f"unknown message variant; expected one of {MESSAGE_ERRORS}",
             )
         _text(self.message, f"{where}.message")
-        return False
 
 
 class InvalidTransition(msgspec.Struct, frozen=True, gc=False):
@@ -131,10 +129,9 @@ class InvalidTransition(msgspec.Struct, frozen=True, gc=False):
         if not CHECKS.skip:
             self.check("InvalidTransition")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _text(self.from_state, f"{where}.from_state")
         _text(self.to_state, f"{where}.to_state")
-        return False
 
 
 class RetryNotAllowed(msgspec.Struct, frozen=True, gc=False):
@@ -147,10 +144,9 @@ class RetryNotAllowed(msgspec.Struct, frozen=True, gc=False):
         if not CHECKS.skip:
             self.check("RetryNotAllowed")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _text(self.step_id, f"{where}.step_id")
         _text(self.reason, f"{where}.reason")
-        return False
 
 
 CoreEngineError: TypeAlias = UnitError | MessageError | InvalidTransition | RetryNotAllowed
@@ -161,8 +157,7 @@ ERROR_CLASSES = (UnitError, MessageError, InvalidTransition, RetryNotAllowed)
 #
 # Each kind's fields, in this order, are its JSON body (the codec decodes a body straight into
 # the Struct). ``check`` is the one validation of a kind: run when it is built, when msgspec
-# decodes it, and again by the producer (a field may have been forced past it). It returns
-# whether a JSON value holds a float the encoder must write in fixed notation.
+# decodes it, and again by the producer (a field may have been forced past it).
 
 
 class FlowInitialized(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -174,10 +169,9 @@ class FlowInitialized(msgspec.Struct, frozen=True, forbid_unknown_fields=True, g
         if not CHECKS.skip:
             self.check("FlowInitialized")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _text(self.definition_hash, f"{where}.definition_hash")
         _index(self.step_count, f"{where}.step_count")
-        return False
 
 
 class StepStarted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -189,10 +183,9 @@ class StepStarted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fa
         if not CHECKS.skip:
             self.check("StepStarted")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _index(self.step_index, f"{where}.step_index")
         _text(self.step_id, f"{where}.step_id")
-        return False
 
 
 class StepFinished(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -206,12 +199,11 @@ class StepFinished(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=F
         if not CHECKS.skip:
             self.check("StepFinished")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _index(self.step_index, f"{where}.step_index")
         _text(self.step_id, f"{where}.step_id")
         _strings(self, "outputs", self.outputs, f"{where}.outputs")
         _text(self.fingerprint, f"{where}.fingerprint")
-        return False
 
 
 class StepFailed(msgspec.Struct, frozen=True, gc=False):
@@ -225,14 +217,13 @@ class StepFailed(msgspec.Struct, frozen=True, gc=False):
         if not CHECKS.skip:
             self.check("StepFailed")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _index(self.step_index, f"{where}.step_index")
         _text(self.step_id, f"{where}.step_id")
         if not isinstance(self.error, ERROR_CLASSES):
             raise InvalidKind(f"{where}.error", self.error, "expected a CoreEngineError")
         self.error.check(f"{where}.error")
         _text(self.fingerprint, f"{where}.fingerprint")
-        return False
 
 
 class StepSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -246,11 +237,11 @@ class StepSignal(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fal
         if not CHECKS.skip:
             self.check("StepSignal")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _index(self.step_index, f"{where}.step_index")
         _text(self.step_id, f"{where}.step_id")
         _text(self.signal, f"{where}.signal")
-        return check_json(self.data, f"{where}.data")
+        check_json(self.data, f"{where}.data")
 
 
 class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -264,11 +255,11 @@ class PropertyPreferenceAssigned(msgspec.Struct, frozen=True, forbid_unknown_fie
         if not CHECKS.skip:
             self.check("PropertyPreferenceAssigned")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _text(self.property_key, f"{where}.property_key")
         _text(self.policy_id, f"{where}.policy_id")
         _text(self.params_hash, f"{where}.params_hash")
-        return check_json(self.rationale, f"{where}.rationale")
+        check_json(self.rationale, f"{where}.rationale")
 
 
 class FlowCompleted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -279,9 +270,8 @@ class FlowCompleted(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=
         if not CHECKS.skip:
             self.check("FlowCompleted")
 
-    def check(self, where: str) -> bool:
+    def check(self, where: str) -> None:
         _text(self.flow_fingerprint, f"{where}.flow_fingerprint")
-        return False
 
 
 FlowEventKind: TypeAlias = (
@@ -306,7 +296,7 @@ KIND_CLASSES: tuple[type[FlowEventKind], ...] = (
 EVENT_TYPES: tuple[str, ...] = tuple(k.event_type for k in KIND_CLASSES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FlowEvent:
     """One event of one flow.
 

@@ -23,6 +23,7 @@ from worker.bench.config import (
     TARGET_REPLAY_EVENTS_PER_S,
     TARGET_SUSTAINED_RATIO,
 )
+from worker.bench.codec import codec_targets
 from worker.bench.core import Bench
 from worker.bench.measure import Row
 
@@ -92,6 +93,7 @@ def build_report(bench: Bench, started: float, soak_requested: bool) -> dict[str
         + [r for r in rows if r.key.startswith("d.backlog")]
         + [r for r in rows if r.key.startswith("d.sustained")]
         + [r for r in rows if r.group == "replay"]
+        + [r for r in rows if r.group == "codec"]
     )
     scenario_dicts = []
     for r in ordered:
@@ -238,6 +240,7 @@ def evaluate_targets(report: Mapping[str, Any], soak_requested: bool) -> list[di
             f"each payload {replay['extra']['bound_fetch_json_loads_events_per_s']:,.0f}/s",
             replay["median"] >= TARGET_REPLAY_EVENTS_PER_S,
         )
+    targets.extend(codec_targets(report["scenarios"]))
     soak = report.get("soak")
     if soak:
         add(
