@@ -197,7 +197,9 @@ def encode_envelope(
     # write to PostgreSQL puts them in fixed notation for JSONB (json_values.dumps).
     data = _WRITE(envelope)
     if max_bytes is not None and len(data) > max_bytes:
-        raise InvalidValue("envelope", f"{len(data)} bytes", f"larger than the limit of {max_bytes}")
+        raise InvalidValue(
+            "envelope", f"{len(data)} bytes", f"larger than the limit of {max_bytes}"
+        )
     return data
 
 
@@ -338,7 +340,8 @@ def decode_stored_kinds(payloads: Sequence[str]) -> list[FlowEventKind]:
     infinity): decoded in C, the kinds' own checks left to the decoder."""
     with checked_by_decoder():
         return [
-            decode_kind_json(p, "payload") if p.count("[") + p.count("{") >= MAX_DEPTH
+            decode_kind_json(p, "payload")
+            if p.count("[") + p.count("{") >= MAX_DEPTH
             else _stored_kind(p)
             for p in payloads
         ]
@@ -599,9 +602,7 @@ def _reference_envelope(raw: bytes | str) -> tuple[FlowEvent, dict[str, Artifact
         raise DecodeError("ts", ts_text, "out of range once converted to UTC") from None
     kind = decode_kind(data.get("payload"), "payload")
     if data.get("event_type") != kind.event_type:
-        raise DecodeError(
-            "event_type", data.get("event_type"), f"does not match {kind.event_type}"
-        )
+        raise DecodeError("event_type", data.get("event_type"), f"does not match {kind.event_type}")
     return FlowEvent(seq, flow_id, kind, ts), _reference_artifacts(kind, data.get("artifacts"))
 
 
@@ -628,7 +629,9 @@ def _reference_artifacts(kind: FlowEventKind, items: object) -> dict[str, Artifa
         check_json(item["kind"], f"{where}.kind")
         check_json(item.get("payload"), f"{where}.payload")
         check_json(item.get("metadata"), f"{where}.metadata")
-        bodies[cast(str, claimed)] = Artifact(item["kind"], item.get("payload"), item.get("metadata"))
+        bodies[cast(str, claimed)] = Artifact(
+            item["kind"], item.get("payload"), item.get("metadata")
+        )
     return bodies
 
 

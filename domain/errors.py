@@ -14,8 +14,9 @@ SHOWN_CHARS = 200
 
 
 class InvalidValue(ValueError):
-    """A value refused where it is checked: ``field`` is the path to it (``StepFinished.outputs[1]``,
-    ``payload.StepStarted.step_index``), ``value`` what was found there, ``why`` what is wrong.
+    """A value refused where it is checked: ``field`` is the path to it
+    (``StepFinished.outputs[1]``, ``payload.StepStarted.step_index``), ``value`` what was found
+    there, ``why`` what is wrong.
 
     The base of every such error (a kind built wrong, JSON that cannot be stored, an envelope
     that cannot be decoded, an event the producer refuses); the message is built here only.

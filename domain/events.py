@@ -9,10 +9,10 @@ naming the field path, ``StepFinished.outputs[1]``, and the value.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-import threading
 from typing import Annotated, Any, ClassVar, TypeAlias
 from uuid import UUID
 
@@ -95,7 +95,9 @@ class UnitError(msgspec.Struct, frozen=True, gc=False):
     def check(self, where: str) -> None:
         if type(self.variant) is not str or self.variant not in UNIT_ERRORS:
             raise InvalidKind(
-                f"{where}.variant", self.variant, f"unknown unit variant; expected one of {UNIT_ERRORS}"
+                f"{where}.variant",
+                self.variant,
+                f"unknown unit variant; expected one of {UNIT_ERRORS}",
             )
 
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.codec import stored_form
+from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.events import (
     Artifact,
     FlowEvent,

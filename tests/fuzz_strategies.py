@@ -55,7 +55,6 @@ from tests.strategies import (
     flow_ids,
     forced,
     hashes,
-    identifiers,
     json_values,
     texts,
     timestamps,
@@ -337,7 +336,10 @@ def invalid_items(draw: st.DrawFn) -> tuple[str, Item]:
     if what == "artifact-not-an-output":
         outputs = tuple(draw(st.lists(hashes(), max_size=2)))
         assert body.hash not in outputs
-        return what, (replace(event, kind=msgspec.structs.replace(finished, outputs=outputs)), (body,))
+        return what, (
+            replace(event, kind=msgspec.structs.replace(finished, outputs=outputs)),
+            (body,),
+        )
     if what == "artifact-bad-body":
         field = draw(st.sampled_from(["payload", "metadata"]))
         broken = corrupt(body, **{field: draw(bad_json())})

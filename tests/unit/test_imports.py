@@ -1,9 +1,9 @@
 """Imports point one way: ``domain ← eventlog ← worker``, ``domain ← producer ← worker``.
 
 Checked statically with ``ast`` (nothing is imported): ``domain`` uses only the standard
-library (no I/O library), ``blake3``, ``msgspec`` and itself; nothing imports ``worker``; ``producer`` and
-``eventlog`` never import each other. Imports under ``if TYPE_CHECKING:`` and literal
-``importlib.import_module("...")`` calls count too.
+library (no I/O library), ``blake3``, ``msgspec`` and itself; nothing imports ``worker``;
+``producer`` and ``eventlog`` never import each other. Imports under ``if TYPE_CHECKING:``
+and literal ``importlib.import_module("...")`` calls count too.
 """
 
 from __future__ import annotations

@@ -53,7 +53,11 @@ def run_codec(bench: Bench) -> list[Row]:
 
 
 def _per_event(
-    bench: Bench, row: Row, n: int, subject: Callable[[], None], floors: Mapping[str, Callable[[], None]]
+    bench: Bench,
+    row: Row,
+    n: int,
+    subject: Callable[[], None],
+    floors: Mapping[str, Callable[[], None]],
 ) -> Row:
     """Time ``subject`` over n events per run, and each floor right after it in the same run."""
     floor_rates: dict[str, list[float]] = {name: [] for name in floors}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from worker.bench.codec import codec_targets
 from worker.bench.config import (
     DEFAULT_CONFIG,
     RSS_FLAT_TOLERANCE,
@@ -23,7 +24,6 @@ from worker.bench.config import (
     TARGET_REPLAY_EVENTS_PER_S,
     TARGET_SUSTAINED_RATIO,
 )
-from worker.bench.codec import codec_targets
 from worker.bench.core import Bench
 from worker.bench.measure import Row
 
