@@ -118,3 +118,24 @@ def test_replace_checks_like_the_constructor(case: tuple[FlowEventKind, str, obj
     assume(not (name == "outputs" and isinstance(bad, tuple) and all(map(_storable, bad))))
     with pytest.raises(InvalidValue):
         msgspec.structs.replace(kind, **{name: bad})
+
+
+def test_every_refusal_is_one_error_type_with_field_value_and_why() -> None:
+    """The codec's DecodeError, the JSON checks' InvalidJson, the kinds' InvalidKind and the
+    producer's InvalidEvent share one base, whose message is built in one place."""
+    from domain.codec import DecodeError
+    from producer.wire import InvalidEvent
+
+    for cls in (DecodeError, InvalidJson, InvalidKind, InvalidEvent):
+        error = cls("kind.StepStarted.step_id", 7, "expected a string")
+        assert isinstance(error, InvalidValue) and isinstance(error, ValueError)
+        assert (error.field, error.value, error.why) == (
+            "kind.StepStarted.step_id",
+            7,
+            "expected a string",
+        )
+        assert str(error) == "kind.StepStarted.step_id: expected a string (got 7)"
+    with pytest.raises(InvalidEvent) as caught:
+        encode_envelope(FlowEvent(0, UUID(int=1), StepStarted(0, "a"), datetime(2024, 5, 1)))
+    assert (caught.value.field, caught.value.why) == ("ts", "must be a timezone-aware datetime")
+    assert str(caught.value).count("(got ") == 1
