@@ -10,7 +10,15 @@ from domain.definition import (
     StepSuccess,
 )
 from domain.engine import ENGINE_VERSION, FlowEngine
-from domain.errors import ArtifactHashMismatch, EngineError, SeqConflict, SeqGap, StoreError
+from domain.errors import (
+    ArtifactHashMismatch,
+    EngineError,
+    InvalidKind,
+    InvalidValue,
+    SeqConflict,
+    SeqGap,
+    StoreError,
+)
 from domain.events import (
     EVENT_TYPES,
     Artifact,
@@ -51,7 +59,9 @@ __all__ = [
     "FlowInstance",
     "InMemoryEventStore",
     "InMemoryFlowRepository",
+    "InvalidKind",
     "InvalidTransition",
+    "InvalidValue",
     "MessageError",
     "PropertyPreferenceAssigned",
     "RetryNotAllowed",

@@ -1,10 +1,36 @@
-"""Errors every event store raises the same way, in memory and in PostgreSQL."""
+"""The domain's errors: the one base of every refused value, and the errors every event store
+raises the same way, in memory and in PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from domain.events import CoreEngineError
+if TYPE_CHECKING:
+    from domain.events import CoreEngineError
+
+#: How much of an offending value a message shows.
+SHOWN_CHARS = 200
+
+
+class InvalidValue(ValueError):
+    """A value refused where it is checked: ``field`` is the path to it
+    (``StepFinished.outputs[1]``, ``payload.StepStarted.step_index``), ``value`` what was found
+    there, ``why`` what is wrong.
+
+    The base of every such error (a kind built wrong, JSON that cannot be stored, an envelope
+    that cannot be decoded, an event the producer refuses); the message is built here only.
+    """
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        super().__init__(f"{field}: {why} (got {value!r:.{SHOWN_CHARS}})")
+        self.field = field
+        self.value = value
+        self.why = why
+
+
+class InvalidKind(InvalidValue):
+    """An event kind (or a CoreEngineError) built with a field of the wrong type or value."""
 
 
 class StoreError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -61,21 +61,36 @@ class InMemoryFlowRepository:
             if not 0 <= kind.step_index < len(slots):
                 continue  # out of range: ignored, as the engine does
             slot = slots[kind.step_index]
+            # The slot rebuilt field by field (not dataclasses.replace: a hot path of replay)
             if isinstance(kind, StepStarted):
-                slot = replace(
-                    slot, state=StepState.RUNNING, started_at=event.ts, attempts=slot.attempts + 1
+                slot = StepSlot(
+                    slot.step_id,
+                    StepState.RUNNING,
+                    slot.attempts + 1,
+                    event.ts,
+                    slot.finished_at,
+                    slot.fingerprint,
+                    slot.outputs,
                 )
             elif isinstance(kind, StepFinished):
-                slot = replace(
-                    slot,
-                    state=StepState.FINISHED_OK,
-                    fingerprint=kind.fingerprint,
-                    outputs=kind.outputs,
-                    finished_at=event.ts,
+                slot = StepSlot(
+                    slot.step_id,
+                    StepState.FINISHED_OK,
+                    slot.attempts,
+                    slot.started_at,
+                    event.ts,
+                    kind.fingerprint,
+                    kind.outputs,
                 )
             else:
-                slot = replace(
-                    slot, state=StepState.FAILED, fingerprint=kind.fingerprint, finished_at=event.ts
+                slot = StepSlot(
+                    slot.step_id,
+                    StepState.FAILED,
+                    slot.attempts,
+                    slot.started_at,
+                    event.ts,
+                    kind.fingerprint,
+                    slot.outputs,
                 )
             slots[kind.step_index] = slot
         cursor = next(

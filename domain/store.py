@@ -16,8 +16,16 @@ from typing import Protocol
 from uuid import UUID
 
 from domain.batches import FlowBatch, FlowOutcome, judge
+from domain.codec import stored_form
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
-from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
+from domain.events import (
+    Artifact,
+    FlowEvent,
+    FlowEventKind,
+    PropertyPreferenceAssigned,
+    StepFinished,
+    StepSignal,
+)
 
 
 def utc_now() -> datetime:
@@ -55,7 +63,19 @@ def check_artifact_bodies(artifacts: Mapping[str, Artifact]) -> None:
 
 
 def same_event(stored: FlowEvent, new: FlowEvent) -> bool:
-    return stored.kind == new.kind and stored.ts == new.ts
+    """Whether ``new`` is an identical re-append of ``stored``: the same instant and the same
+    payload as storage keeps it, type for type (``codec.stored_form``: ``1``, ``1.0`` and
+    ``true`` differ, key order does not matter, ``-0.0`` is ``0.0``). Not Python ``==``,
+    where ``True == 1 == 1.0``: a different event must never pass for a re-append."""
+    if stored.ts != new.ts or type(stored.kind) is not type(new.kind):
+        return False
+    if stored.kind == new.kind and _plain(stored.kind) and _plain(new.kind):
+        return True  # no JSON value: == on ints and strings (checked types) is exact
+    return stored_form(stored.kind) == stored_form(new.kind)
+
+
+def _plain(kind: FlowEventKind) -> bool:
+    return not isinstance(kind, StepSignal | PropertyPreferenceAssigned)
 
 
 class InMemoryEventStore:

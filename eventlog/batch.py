@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.string import TextLoader
 
 from domain.batches import FlowBatch, FlowOutcome, judge
-from domain.codec import decode_kind, encode_kind
+from domain.codec import decode_stored_kinds, kind_json
 from domain.events import Artifact, FlowEvent, StepFinished
 from domain.json_values import dumps
 from domain.store import same_event
@@ -97,14 +97,21 @@ def _stored_for_reappends(
         return {}
     cur.adapters.register_loader("jsonb", TextLoader)
     cur.execute(query("stored_in_ranges"), {"flow_ids": flows, "firsts": firsts, "lasts": lasts})
-    return {(row[0], int(row[2])): row_to_event(row[0], row[1:]) for row in cur.fetchall()}
+    stored: dict[tuple[UUID, int], FlowEvent] = {}
+    for row in cur.fetchall():
+        (event,) = rows_to_events(row[0], [row[1:]])
+        stored[(row[0], event.seq)] = event
+    return stored
 
 
-def row_to_event(flow_id: UUID, row: Sequence[Any]) -> FlowEvent:
-    """An event_log row (seq, flow_seq, ts, payload as JSON text) as a FlowEvent."""
-    log_seq, flow_seq, ts, payload = row
-    kind = decode_kind(json.loads(payload))
-    return FlowEvent(flow_seq, flow_id, kind, ts.astimezone(UTC), log_seq)
+def rows_to_events(flow_id: UUID, rows: Sequence[Sequence[Any]]) -> list[FlowEvent]:
+    """event_log rows (seq, flow_seq, ts, payload as JSON text) of one flow as FlowEvents,
+    the payloads decoded in one batch, in C (the pool's sessions are in UTC)."""
+    kinds = decode_stored_kinds([row[3] for row in rows])
+    return [
+        FlowEvent(flow_seq, flow_id, kind, ts if ts.tzinfo is UTC else ts.astimezone(UTC), log_seq)
+        for (log_seq, flow_seq, ts, _), kind in zip(rows, kinds, strict=True)
+    ]
 
 
 def _events_json(
@@ -117,7 +124,7 @@ def _events_json(
         carried = _bodies_json(event, bodies) if artifacts else "{}"
         items.append(
             f'["{event.flow_id}",{event.seq},"{event.ts.isoformat()}","{event.event_type}",'
-            f"{dumps(encode_kind(event.kind))},{carried}]"
+            f"{kind_json(event.kind).decode()},{carried}]"
         )
     return "[" + ",".join(items) + "]"
 

@@ -17,9 +17,7 @@ import enum
 import psycopg
 import psycopg_pool
 
-from domain.codec import DecodeError
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
-from domain.json_values import InvalidJson
+from domain.errors import ArtifactHashMismatch, InvalidValue, SeqConflict, SeqGap
 
 IDEMPOTENCY_CONSTRAINT = "event_log_flow_id_flow_seq_key"
 
@@ -40,7 +38,8 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 
 def classify(exc: BaseException) -> ErrorClass:
-    if isinstance(exc, SeqConflict | SeqGap | ArtifactHashMismatch | DecodeError | InvalidJson):
+    # InvalidValue: a payload that does not decode, JSON that cannot be stored, a bad kind
+    if isinstance(exc, SeqConflict | SeqGap | ArtifactHashMismatch | InvalidValue):
         return ErrorClass.PERMANENT
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return ErrorClass.TRANSIENT

@@ -66,8 +66,13 @@ def open_pool(
             ) from exc
 
     kwargs: dict[str, object] = {"autocommit": False}
-    if "application_name" not in conninfo_to_dict(settings.url):
+    conninfo = conninfo_to_dict(settings.url)
+    if "application_name" not in conninfo:
         kwargs["application_name"] = name
+    if "options" not in conninfo:
+        # Sessions in UTC: psycopg then returns timestamptz values in datetime.UTC, which is
+        # what reads give back, without converting every row (the instants are unchanged).
+        kwargs["options"] = "-c TimeZone=UTC"
     pool: Pool = ConnectionPool(
         settings.url,
         kwargs=kwargs,

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
+import msgspec
 from hypothesis import note
 from hypothesis import strategies as st
 
@@ -41,6 +42,7 @@ from domain.events import (
     RetryNotAllowed,
     StepFinished,
     StepSignal,
+    UnitError,
 )
 from domain.json_values import MAX_DEPTH
 from domain.store import check_artifact_bodies
@@ -51,8 +53,8 @@ from tests.strategies import (
     event_kinds,
     flow_event,
     flow_ids,
+    forced,
     hashes,
-    identifiers,
     json_values,
     texts,
     timestamps,
@@ -68,7 +70,10 @@ Item = tuple[FlowEvent, tuple[Artifact, ...]]
 
 
 def corrupt(obj: T, **changes: object) -> T:
-    """``dataclasses.replace`` without type checks: these values are wrong on purpose."""
+    """A copy with fields set to values that are wrong on purpose: a kind's fields are forced
+    past its constructor's checks, a dataclass's (FlowEvent, Artifact) replaced."""
+    if isinstance(obj, msgspec.Struct):
+        return cast(T, forced(obj, **changes))
     return cast(T, replace(cast(Any, obj), **changes))
 
 
@@ -113,7 +118,9 @@ def valid_items(draw: st.DrawFn) -> Item:
     if not isinstance(event.kind, StepFinished) or not draw(st.booleans()):
         return event, ()
     bodies = tuple(draw(st.lists(artifacts(), min_size=1, max_size=3)))
-    kind = replace(event.kind, outputs=(*event.kind.outputs, *(b.hash for b in bodies)))
+    kind = msgspec.structs.replace(
+        event.kind, outputs=(*event.kind.outputs, *(b.hash for b in bodies))
+    )
     return replace(event, kind=kind), bodies
 
 
@@ -202,17 +209,17 @@ def bad_errors() -> st.SearchStrategy[object]:
     return st.one_of(
         st.none(),
         st.sampled_from(["MissingInputs", {"Internal": "x"}, 3]),
-        st.builds(MessageError, st.just("Internal"), bad_strs()),
-        st.builds(InvalidTransition, bad_strs(), identifiers()),
-        st.builds(RetryNotAllowed, identifiers(), bad_strs()),
+        st.builds(lambda m: corrupt(MessageError("Internal", "m"), message=m), bad_strs()),
+        st.builds(lambda s: corrupt(InvalidTransition("a", "b"), from_state=s), bad_strs()),
+        st.builds(lambda s: corrupt(RetryNotAllowed("a", "b"), reason=s), bad_strs()),
+        st.builds(lambda v: corrupt(UnitError("MissingInputs"), variant=v), bad_strs()),
     )
 
 
 def bad_outputs() -> st.SearchStrategy[object]:
     return st.one_of(
         st.builds(lambda hs, bad: (*hs, bad), st.lists(hashes(), max_size=2), bad_hashes()),
-        st.lists(hashes(), min_size=1, max_size=2),  # a list: does not round-trip as a tuple
-        hashes(),  # one string, not a tuple of them
+        hashes(),  # one string, not a list of them
         st.none(),
     )
 
@@ -233,9 +240,16 @@ JSON_FIELDS = ("data", "rationale")
 
 @st.composite
 def broken_kinds(draw: st.DrawFn) -> FlowEventKind:
-    """A kind with one field of the wrong type or value (dataclasses do not check types)."""
+    """A kind with one field of the wrong type or value, forced past its constructor."""
+    kind, name, bad = draw(bad_fields())
+    return corrupt(kind, **{name: bad})
+
+
+@st.composite
+def bad_fields(draw: st.DrawFn) -> tuple[FlowEventKind, str, object]:
+    """(a legal kind, one of its fields, a value that field must refuse)."""
     kind = draw(event_kinds(json_leaves=4))
-    name = draw(st.sampled_from(sorted(vars(kind))))
+    name = draw(st.sampled_from(sorted(kind.__struct_fields__)))
     bad: object
     if name in INT_FIELDS:
         bad = draw(bad_ints())
@@ -249,7 +263,7 @@ def broken_kinds(draw: st.DrawFn) -> FlowEventKind:
         bad = draw(bad_errors())
     else:  # pragma: no cover - a new field: fail loudly so this strategy gets updated
         raise AssertionError(f"no bad values for field {name!r} of {type(kind).__name__}")
-    return corrupt(kind, **{name: bad})
+    return kind, name, bad
 
 
 def bad_timestamps() -> st.SearchStrategy[object]:
@@ -322,19 +336,23 @@ def invalid_items(draw: st.DrawFn) -> tuple[str, Item]:
     if what == "artifact-not-an-output":
         outputs = tuple(draw(st.lists(hashes(), max_size=2)))
         assert body.hash not in outputs
-        return what, (replace(event, kind=replace(finished, outputs=outputs)), (body,))
+        return what, (
+            replace(event, kind=msgspec.structs.replace(finished, outputs=outputs)),
+            (body,),
+        )
     if what == "artifact-bad-body":
         field = draw(st.sampled_from(["payload", "metadata"]))
         broken = corrupt(body, **{field: draw(bad_json())})
         outputs = () if field == "payload" else (body.hash,)  # a bad payload has no hash
-        return what, (replace(event, kind=replace(finished, outputs=outputs)), (broken,))
+        kind = msgspec.structs.replace(finished, outputs=outputs)
+        return what, (replace(event, kind=kind), (broken,))
     if what == "artifact-bad-kind":
         bad_kind_name = draw(st.one_of(st.just(""), st.integers(), st.none()))
-        kind = replace(finished, outputs=(body.hash,))
+        kind = msgspec.structs.replace(finished, outputs=(body.hash,))
         return what, (replace(event, kind=kind), (corrupt(body, kind=bad_kind_name),))
     # artifact-not-an-artifact
     stranger = draw(st.sampled_from([{"hash": body.hash, "kind": "k"}, body.hash, None]))
-    kind = replace(finished, outputs=(body.hash,))
+    kind = msgspec.structs.replace(finished, outputs=(body.hash,))
     return what, (replace(event, kind=kind), (cast(Artifact, stranger),))
 
 

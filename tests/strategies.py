@@ -8,10 +8,13 @@ resolution; one flow's events at consecutive 0-based positions.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
+import msgspec
 from hypothesis import strategies as st
 
 from domain.definition import FlowDefinition, StepDefinition, StepOutcome, StepSuccess
@@ -35,6 +38,8 @@ from domain.events import (
     UnitError,
 )
 from domain.json_values import JsonValue
+
+K = TypeVar("K", bound=msgspec.Struct)
 
 # Bounds of the JSON integers we generate: what a Rust engine (i64) can emit.
 I64_MIN = -(2**63)
@@ -235,3 +240,12 @@ def same_json(a: object, b: object) -> bool:
     if isinstance(a, float):
         return repr(a) == repr(b)  # tells -0.0 from 0.0
     return a == b
+
+
+def forced(kind: K, **changes: object) -> K:
+    """A copy of ``kind`` with fields forced to values its own checks refuse (past the
+    constructor): what the producer must still refuse, by name."""
+    result = copy.copy(kind)
+    for name, value in changes.items():
+        msgspec.structs.force_setattr(result, name, value)
+    return result

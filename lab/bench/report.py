@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lab.bench.codec import codec_targets
 from lab.bench.config import (
     DEFAULT_CONFIG,
     RSS_FLAT_TOLERANCE,
@@ -92,6 +93,7 @@ def build_report(bench: Bench, started: float, soak_requested: bool) -> dict[str
         + [r for r in rows if r.key.startswith("d.backlog")]
         + [r for r in rows if r.key.startswith("d.sustained")]
         + [r for r in rows if r.group == "replay"]
+        + [r for r in rows if r.group == "codec"]
     )
     scenario_dicts = []
     for r in ordered:
@@ -238,6 +240,7 @@ def evaluate_targets(report: Mapping[str, Any], soak_requested: bool) -> list[di
             f"each payload {replay['extra']['bound_fetch_json_loads_events_per_s']:,.0f}/s",
             replay["median"] >= TARGET_REPLAY_EVENTS_PER_S,
         )
+    targets.extend(codec_targets(report["scenarios"]))
     soak = report.get("soak")
     if soak:
         add(

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 
 from lab.bench.ceilings import run_ceilings
+from lab.bench.codec import run_codec
 from lab.bench.config import FULL, QUICK, SCALE_ENV, BenchError, say
 from lab.bench.core import Bench
 from lab.bench.markdown import render_markdown
@@ -35,6 +36,7 @@ def run_scenarios(bench: Bench, soak: bool) -> None:
     run_producer_costs(bench)
     run_pipeline(bench)
     run_replay(bench)
+    run_codec(bench)
     if soak:
         run_soak(bench)
 

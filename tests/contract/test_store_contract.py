@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import pytest
 
+from domain.codec import stored_form
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.events import (
     Artifact,
@@ -29,6 +30,7 @@ from domain.events import (
 from domain.store import InMemoryEventStore
 from eventlog.pool import Pool
 from eventlog.store import PgEventStore
+from producer.wire import decode_envelope, encode_envelope
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 FP = "f" * 64
@@ -333,3 +335,120 @@ def test_log_seq_is_the_global_position_in_postgres_and_none_in_memory(
     assert [(e.seq, e.log_seq) for e in returned] == [
         (e.seq, e.log_seq) for e in [listed[0], *listed]
     ]
+
+
+# --- the idempotent compare is type-exact (canonical form, not Python ==) -------------------
+
+
+def signal(data: object) -> StepSignal:
+    return StepSignal(0, "acquire", "S", data)
+
+
+# (stored data, re-appended data): equal under Python ==, but a different event
+TYPE_CONFUSIONS = [
+    pytest.param({"attempt": 1, "ok": True}, {"attempt": True, "ok": 1.0}, id="bool-int-float"),
+    pytest.param([1], [True], id="int-vs-bool"),
+    pytest.param([1], [1.0], id="int-vs-float"),
+    pytest.param([0], [False], id="zero-vs-false"),
+    pytest.param({"n": 0.0}, {"n": 0}, id="float-zero-vs-int-zero"),
+    pytest.param({"big": 10**16}, {"big": 1e16}, id="big-int-vs-float"),
+    pytest.param("é", "e\u0301", id="unicode-nfc-vs-nfd"),
+]
+
+
+@pytest.mark.parametrize(("stored", "again"), TYPE_CONFUSIONS)
+def test_a_payload_equal_under_python_eq_but_of_other_types_is_a_conflict(
+    store: ContractStore, stored: object, again: object
+) -> None:
+    flow = uuid4()
+    first = ev(flow, 0, signal(stored))
+    store.append_batch(flow, [first])
+    with pytest.raises(SeqConflict):
+        store.append_batch(flow, [ev(flow, 0, signal(again))])
+    [kept] = store.list(flow)
+    assert stored_form(kept.kind) == stored_form(first.kind)  # the first one, types included
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"attempt": 1, "ok": True, "ratio": 0.5}, id="mixed-types"),
+        pytest.param({"avogadro": 6.02214076e23, "big": 1e16, "huge": 2**70}, id="numbers"),
+        pytest.param({"name": "β-carotène", "苯": ["ацетон"]}, id="unicode"),
+    ],
+)
+def test_an_identical_payload_is_a_no_op_re_append(store: ContractStore, data: object) -> None:
+    flow = uuid4()
+    store.append_batch(flow, [ev(flow, 0, signal(data))])
+    assert store.append_batch(flow, [ev(flow, 0, signal(data))]) == store.list(flow)
+    assert len(store.list(flow)) == 1
+
+
+def test_key_order_does_not_make_another_event(store: ContractStore) -> None:
+    """JSONB keeps no key order: {"a", "b"} and {"b", "a"} are one payload."""
+    flow = uuid4()
+    store.append_batch(flow, [ev(flow, 0, signal({"a": 1, "b": {"c": 2, "d": 3}}))])
+    again = ev(flow, 0, signal({"b": {"d": 3, "c": 2}, "a": 1}))
+    assert len(store.append_batch(flow, [again])) == 1
+    assert len(store.list(flow)) == 1
+
+
+def test_negative_zero_is_stored_as_zero_and_re_appends_as_the_same_event(
+    store: ContractStore,
+) -> None:
+    """PostgreSQL JSONB (numeric) has no negative zero: -0.0 is kept as 0.0. The compare
+    therefore takes -0.0 and 0.0 as one value, so re-delivering an event with -0.0 is a
+    no-op in both stores, never a conflict with what PostgreSQL gave back."""
+    flow = uuid4()
+    store.append_batch(flow, [ev(flow, 0, signal({"x": -0.0}))])
+    assert len(store.append_batch(flow, [ev(flow, 0, signal({"x": -0.0}))])) == 1
+    assert len(store.append_batch(flow, [ev(flow, 0, signal({"x": 0.0}))])) == 1
+    with pytest.raises(SeqConflict):  # still a float: the integer 0 is another value
+        store.append_batch(flow, [ev(flow, 0, signal({"x": 0}))])
+    [kept] = store.list(flow)
+    assert isinstance(kept.kind, StepSignal) and kept.kind.data == {"x": 0.0}
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        pytest.param(timedelta(hours=5, minutes=30), id="minutes"),
+        pytest.param(timedelta(hours=1, seconds=30), id="seconds"),
+        pytest.param(-timedelta(hours=3, seconds=7, microseconds=250), id="microseconds"),
+    ],
+)
+def test_an_aware_time_with_any_offset_round_trips_through_the_producer_and_the_store(
+    store: ContractStore, offset: timedelta
+) -> None:
+    """The producer writes ts in UTC: an offset PostgreSQL would refuse (seconds,
+    microseconds) never reaches it, and the instant comes back exactly."""
+    flow = uuid4()
+    when = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone(offset))
+    entry = encode_envelope(FlowEvent(0, flow, started(0), when))
+    event, _ = decode_envelope(entry)
+    assert event.ts == when and event.ts.tzinfo is UTC
+    store.append_batch(flow, [event])
+    [back] = store.list(flow)
+    assert back.ts == when
+    assert back.ts.utcoffset() == timedelta(0)
+
+
+def test_numbers_come_back_exactly_through_the_envelope_and_the_store(
+    store: ContractStore,
+) -> None:
+    """Floats with an exponent, 1e16 as a float, integers beyond 64 bits, Avogadro's number:
+    the same values and the same types, through the envelope (Redis) and JSONB."""
+    numbers: list[object] = [
+        1e16, 6.02214076e23, 1.5e300, -2.5e200, 5e-324, 1e-7, 0.1,
+        2**64, 2**70, -(2**80), 10**30, 9007199254740993, 0, -1, 1.0,
+    ]  # fmt: skip
+    flow = uuid4()
+    sent = FlowEvent(0, flow, signal({"n": numbers}), T0)
+    event, _ = decode_envelope(encode_envelope(sent))
+    store.append_batch(flow, [event])
+    [back] = store.list(flow)
+    assert isinstance(back.kind, StepSignal)
+    got = back.kind.data["n"]
+    assert [type(x) for x in got] == [type(x) for x in numbers]
+    assert got == numbers
+    assert stored_form(back.kind) == stored_form(sent.kind)

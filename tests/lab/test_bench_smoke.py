@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from lab.bench import BATCH_SIZES, SCALE_ENV, WORKER_COUNTS, run_bench
+from lab.bench.codec import KEYS as CODEC_KEYS
 
 TINY_SCALE = "0.02"
 CEILING_KEYS = {
@@ -34,7 +35,7 @@ def expected_keys() -> set[str]:
         for w in WORKER_COUNTS
         for b in BATCH_SIZES
     }
-    return CEILING_KEYS | {"b.sync", "c.naive", "replay"} | pipeline
+    return CEILING_KEYS | {"b.sync", "c.naive", "replay", *CODEC_KEYS} | pipeline
 
 
 def bench_databases(admin_url: str) -> set[str]:

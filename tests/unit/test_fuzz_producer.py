@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any, cast
 
 import fakeredis
@@ -21,6 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from domain import codec
+from domain.codec import stored_form
+from domain.errors import InvalidValue
 from domain.events import Artifact, FlowEvent
 from domain.store import InMemoryEventStore
 from producer.config import QueueSettings
@@ -147,3 +151,28 @@ def test_drainer_survives_any_entry_and_parks_on_poison(flow: FuzzFlow, batch_si
         check_drain(flow, redis, scripts, drainer, store.list, KEYS)
     finally:
         redis.close()
+
+
+# --- (c) the codec's fast path agrees with its reference ----------------------------------
+
+
+@FUZZ_SETTINGS
+@given(fuzz_flows(max_events=1))
+def test_the_fast_decoder_accepts_only_what_the_reference_accepts_and_gives_the_same(
+    flow: FuzzFlow,
+) -> None:
+    """decode_envelope runs msgspec first and the plain-Python reference when it refuses:
+    whatever the fast path accepts, the reference must accept too, with the same result."""
+    try:
+        fast = codec._fast_envelope(flow.entry)
+    except Exception as exc:  # refused: the reference alone decides
+        note(f"fast path refused: {exc!r}")
+        return
+    try:
+        reference = codec._reference_envelope(flow.entry)
+    except InvalidValue as exc:
+        raise AssertionError(f"the fast path accepted what the reference refuses: {exc}") from exc
+    assert fast == reference
+    assert [repr(b) for b in fast[1].values()] == [repr(b) for b in reference[1].values()]
+    assert stored_form(fast[0].kind) == stored_form(reference[0].kind)
+    assert fast[0].ts.tzinfo is UTC and reference[0].ts.tzinfo is UTC

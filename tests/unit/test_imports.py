@@ -2,8 +2,9 @@
 and the lab (demo, bench, chaos) on top of everything, imported by no production module.
 
 Checked statically with ``ast`` (nothing is imported): ``domain`` uses only the standard
-library (no I/O library), ``blake3`` and itself; nothing but the lab imports ``worker``;
-``producer`` and ``eventlog`` never import each other; no production package imports ``lab``;
+library (no I/O library), ``blake3``, ``msgspec`` and itself; nothing but the lab imports
+``worker``; ``producer`` and ``eventlog`` never import each other; no production package
+imports ``lab``;
 and no module imports itself through a chain of others (a circle), function-local imports
 included, so a circle cannot hide behind an import moved into a function. Imports under
 ``if TYPE_CHECKING:`` and literal ``importlib.import_module("...")`` calls count too.
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("domain", "eventlog", "producer", "worker", "migrations")
 CHECKED = (*PRODUCTION, "lab")
 
-DOMAIN_ALLOWED_THIRD_PARTY = frozenset({"blake3", "domain"})
+DOMAIN_ALLOWED_THIRD_PARTY = frozenset({"blake3", "msgspec", "domain"})
 # Never in the domain, even those that are in the standard library (network, processes, DBs).
 DOMAIN_FORBIDDEN = frozenset(
     {
@@ -115,7 +116,7 @@ def violations(module: str, source: str, *, is_package: bool = False) -> list[st
             if imp.top in DOMAIN_FORBIDDEN:
                 found.append(f"{where}: the domain does no I/O and depends on no other layer")
             elif imp.top not in STDLIB and imp.top not in DOMAIN_ALLOWED_THIRD_PARTY:
-                found.append(f"{where}: the domain uses only the stdlib and blake3")
+                found.append(f"{where}: the domain uses only the stdlib, blake3 and msgspec")
         if imp.top == "worker" and layer not in ("worker", "lab"):
             found.append(f"{where}: only the lab imports worker (the composition root)")
         if imp.top == "lab" and layer in PRODUCTION:
@@ -253,7 +254,7 @@ def test_the_cycle_check_finds_a_circle_through_a_function_local_import(tmp_path
     assert import_cycles(module_graph(tmp_path)) == [["worker.a", "worker.b"]]
 
 
-def test_the_domain_imports_blake3_and_the_stdlib_only() -> None:
+def test_the_domain_imports_blake3_msgspec_and_the_stdlib_only() -> None:
     tops: set[str] = set()
     for path in python_files("domain"):
         source = path.read_text(encoding="utf-8")

@@ -43,7 +43,7 @@ from producer.wire import (
     encode_envelope,
 )
 from tests.strategies import artifacts as artifact_bodies
-from tests.strategies import flow_event
+from tests.strategies import flow_event, forced
 
 F1 = UUID("00000000-0000-4000-8000-0000000000a1")
 WIRE_KEYS = Keys("wire").for_flow(str(F1))
@@ -64,7 +64,11 @@ def finished(*outputs: str) -> StepFinished:
 
 
 def signal(data: object) -> StepSignal:
-    return StepSignal(0, "acquire", "ACQUIRED", data)  # type: ignore[arg-type]
+    """A signal whose data was forced past the constructor's check."""
+    return forced(StepSignal(0, "acquire", "ACQUIRED", None), data=data)
+
+
+MUTATED: dict[str, object] = {"ok": 1}  # checked at construction, then changed in place
 
 
 @pytest.fixture
@@ -84,6 +88,8 @@ def make_producer(redis: fakeredis.FakeRedis, max_envelope_bytes: int = 1024 * 1
 # --- every bad input is refused, by name, and nothing reaches Redis ------------------------
 
 NAN = float("nan")
+_MUTATED_SIGNAL = StepSignal(0, "acquire", "ACQUIRED", MUTATED)
+MUTATED["later"] = NAN
 BAD_EVENTS: list[tuple[str, FlowEvent, tuple[Artifact, ...], str, object]] = [
     # (id, event, artifacts, the field InvalidEvent must name, the value it must carry)
     ("flow-id-str", event(StepStarted(0, "a"), flow=str(F1)), (), "flow_id", str(F1)),
@@ -96,39 +102,58 @@ BAD_EVENTS: list[tuple[str, FlowEvent, tuple[Artifact, ...], str, object]] = [
     ("kind-unknown", event(object()), (), "kind", None),  # type: ignore[arg-type]
     (
         "kind-step-index-str",
-        event(StepStarted("0", "acquire")),  # type: ignore[arg-type]
+        event(forced(StepStarted(0, "acquire"), step_index="0")),
         (),
         "kind.StepStarted.step_index",
         "0",
     ),
     (
         "kind-step-id-int",
-        event(StepStarted(0, 7)),  # type: ignore[arg-type]
+        event(forced(StepStarted(0, "acquire"), step_id=7)),
         (),
         "kind.StepStarted.step_id",
         7,
     ),
     (
         "kind-step-count-float",
-        event(FlowInitialized(H, 2.0)),  # type: ignore[arg-type]
+        event(forced(FlowInitialized(H, 2), step_count=2.0)),
         (),
         "kind.FlowInitialized.step_count",
         2.0,
     ),
-    ("output-uppercase", event(finished("AB" * 32)), (), "kind.outputs[0]", "AB" * 32),
-    ("output-63-chars", event(finished(H, "a" * 63)), (), "kind.outputs[1]", "a" * 63),
+    (
+        "output-uppercase",
+        event(finished("AB" * 32)),
+        (),
+        "kind.StepFinished.outputs[0]",
+        "AB" * 32,
+    ),
+    ("output-63-chars", event(finished(H, "a" * 63)), (), "kind.StepFinished.outputs[1]", "a" * 63),
     ("artifacts-on-started", event(StepStarted(0, "a")), (ART,), "artifacts", 1),
     ("artifact-not-an-output", event(finished(H)), (ART,), "artifacts[0].hash", ART.hash),
     ("json-nan", event(signal({"x": NAN})), (), "kind.StepSignal.data.x", NAN),
+    (
+        "json-mutated-after-construction",
+        event(_MUTATED_SIGNAL),
+        (),
+        "kind.StepSignal.data.later",
+        NAN,
+    ),
     ("json-infinity", event(signal([1, math.inf])), (), "kind.StepSignal.data[1]", math.inf),
     ("json-nul", event(signal("a\x00b")), (), "kind.StepSignal.data", "a\x00b"),
-    ("json-nul-in-id", event(StepStarted(0, "ac\x00")), (), "kind.StepStarted.step_id", "ac\x00"),
+    (
+        "json-nul-in-id",
+        event(forced(StepStarted(0, "ac"), step_id="ac\x00")),
+        (),
+        "kind.StepStarted.step_id",
+        "ac\x00",
+    ),
     ("json-lone-surrogate", event(signal({"k": "\ud800"})), (), "kind.StepSignal.data.k", "\ud800"),
     ("json-int-key", event(signal({1: "one"})), (), "kind.StepSignal.data", 1),
     ("json-set", event(signal({"s": {1, 2}})), (), "kind.StepSignal.data.s", {1, 2}),
     (
         "json-set-in-rationale",
-        event(PropertyPreferenceAssigned("weight", "minvar", H, {1, 2})),  # type: ignore[arg-type]
+        event(forced(PropertyPreferenceAssigned("weight", "minvar", H, None), rationale={1, 2})),
         (),
         "kind.PropertyPreferenceAssigned.rationale",
         {1, 2},
