@@ -676,7 +676,7 @@ MAX_CYCLES = 50
 
 def sweep_until_empty(sweeper: Sweeper, shard: ShardKeys) -> list[CycleResult]:
     """Sweep cycles until a claim finds nothing (never raises: that is the point)."""
-    results = []
+    results: list[CycleResult] = []
     for _ in range(MAX_CYCLES):
         result = sweeper.cycle(shard, "fuzz-sweep")
         if not result.flows:

@@ -31,13 +31,13 @@ from rq.serializers import JSONSerializer
 from eventlog.config import DatabaseSettings
 from eventlog.pool import Pool, open_pool
 from eventlog.store import PgEventStore
+from lab.ports import free_port
 from producer.jobs import SWEEP_FUNCTION
 from tests.integration.security_helpers import (
     Env,
     RedisServer,
     emit_example_flows,
     emitted_flows,
-    free_port,
     redis_server,
     run_burst_worker,
     run_cli,
