@@ -12,15 +12,15 @@
 
 ``expected_fate`` is the oracle of the second kind: what the reference semantics (decode, then
 the in-memory store's rules) say must happen to an entry found at a given position;
-``check_drain`` queues a fuzzed flow, drains it once and holds the outcome to that oracle
-(with any store: InMemoryEventStore in the unit tests, PgEventStore in the integration tests).
+``check_sweep`` queues a fuzzed flow, runs sweep cycles until a claim finds nothing and holds
+the outcome to that oracle (with any store: InMemoryEventStore in the unit tests, PgEventStore
+in the integration tests).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -46,8 +46,11 @@ from domain.events import (
 )
 from domain.json_values import MAX_DEPTH
 from domain.store import check_artifact_bodies
+from producer.dead_letter import entry_of
+from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from producer.keys import Keys, ShardKeys
 from producer.scripts import Scripts
-from producer.wire import InvalidEvent, Keys, decode_envelope, encode_envelope
+from producer.wire import InvalidEvent, decode_envelope, encode_envelope
 from tests.strategies import (
     artifacts,
     event_kinds,
@@ -59,8 +62,7 @@ from tests.strategies import (
     texts,
     timestamps,
 )
-from worker.deadletters import entry_of
-from worker.drain import Drainer
+from worker.sweep import CycleResult, Sweeper
 
 NAN = float("nan")
 T = TypeVar("T")
@@ -663,7 +665,7 @@ class Fate:
 
 
 def expected_fate(flow: FuzzFlow) -> Fate:
-    """The reference semantics: decode_envelope, the drainer's flow check, then the store's
+    """The reference semantics: decode_envelope, the sweep's flow check, then the store's
     rules (a gap, a different event at an occupied position, an artifact body that does not
     hash to its claimed hash)."""
     try:
@@ -684,43 +686,67 @@ def expected_fate(flow: FuzzFlow) -> Fate:
     return Fate(None, event)
 
 
-# --- one drain over a fuzzed flow, held to the oracle ---------------------------------------
+# --- sweeping a fuzzed flow, held to the oracle ---------------------------------------------
+
+#: More cycles than any fuzzed flow needs (at most a handful of entries, batches of 1 or more).
+MAX_CYCLES = 50
 
 
-def check_drain(
+def sweep_until_empty(sweeper: Sweeper, shard: ShardKeys) -> list[CycleResult]:
+    """Sweep cycles until a claim finds nothing (never raises: that is the point)."""
+    results: list[CycleResult] = []
+    for _ in range(MAX_CYCLES):
+        result = sweeper.cycle(shard, "fuzz-sweep")
+        if not result.flows:
+            return results
+        results.append(result)
+    raise AssertionError(f"the sweep never ran dry: {results[-3:]}")
+
+
+def check_sweep(
     flow: FuzzFlow,
     redis: Any,
     scripts: Scripts,
-    drainer: Drainer,
+    sweeper: Sweeper,
     stored: Any,
     keys: Keys,
 ) -> None:
-    """Queue the flow's entries, drain once, and hold the outcome to ``expected_fate``.
+    """Queue the flow's entries with the emit script, sweep until the claim is empty, and hold
+    the outcome to ``expected_fate``.
 
     Shared with the integration fuzz test (real Redis, PgEventStore).
     """
     fid = str(flow.flow_id)
-    push_keys = [keys.queue(fid), keys.parked(fid), keys.pending]
-    scripts.emit(keys=push_keys, args=[fid, int(time.time() * 1000), *flow.entries])
+    shard = keys.for_flow(fid)
+    scripts.emit(
+        keys=[shard.ready, shard.leased, shard.sweeps, shard.wake],
+        args=[shard.base, fid, QUEUED_SWEEP_TTL_MS, EMIT_MAX_SWEEPS, *flow.entries],
+    )
+    assert redis.zscore(shard.ready, fid) is not None
     fate = expected_fate(flow)
     note(f"expected: {fate}")
 
-    result = drainer.drain(fid)  # never raises: that is the point
+    results = sweep_until_empty(sweeper, shard)
 
-    queued = cast(list[bytes], redis.lrange(keys.queue(fid), 0, -1))
-    dead = cast(list[bytes], redis.lrange(keys.dead(fid), 0, -1))
-    assert not redis.exists(keys.lock(fid)), "the lock is released"
+    queued = cast(list[bytes], redis.lrange(shard.queue(fid), 0, -1))
+    dead = cast(list[bytes], redis.lrange(shard.dead(fid), 0, -1))
+    assert redis.zscore(shard.leased, fid) is None, "the lease is released"
+    assert redis.hget(shard.leases, fid) is None, "the lease's token is gone"
+    assert redis.zscore(shard.ready, fid) is None
+    assert sum(r.lost for r in results) == 0, results
     if fate.reason is None:
         assert fate.event is not None
-        assert result.outcome == "drained", (result, dead)
+        assert sum(r.parked for r in results) == 0, (results, dead)
         expected = [*flow.events[: flow.position], fate.event, *flow.events[flow.position + 1 :]]
         assert stored(flow.flow_id) == expected
+        assert sum(r.events for r in results) == len(expected)
         assert queued == [] and dead == []
-        assert redis.zscore(keys.pending, fid) is None
-        assert not redis.exists(keys.parked(fid))
+        assert not redis.exists(shard.reason(fid))
+        assert redis.zscore(shard.parked, fid) is None
+        assert redis.hget(shard.removed, fid) is None, "an empty queue keeps no count"
         return
-    assert result.outcome == "parked", result
-    assert result.appended == flow.position
+    assert sum(r.parked for r in results) == 1, results
+    assert sum(r.events for r in results) == flow.position
     assert stored(flow.flow_id) == flow.events[: flow.position], "the valid prefix is stored"
     assert queued == flow.suffix, "the later events wait, untouched and in order"
     [raw] = dead
@@ -728,11 +754,10 @@ def check_drain(
     assert record["reason"] == fate.reason, record
     assert record["error"]
     assert entry_of(record) == flow.entry
-    parked = cast(bytes, redis.get(keys.parked(fid)))
-    assert parked.decode().startswith(fate.reason)
-    assert redis.zscore(keys.parked_index, fid) is not None
-    assert redis.zscore(keys.pending, fid) is None
-    # a parked flow stays parked: another drain touches nothing
-    assert drainer.drain(fid).outcome == "parked"
-    assert cast(list[bytes], redis.lrange(keys.queue(fid), 0, -1)) == flow.suffix
+    reason = cast(bytes, redis.get(shard.reason(fid)))
+    assert reason.decode().startswith(fate.reason)
+    assert redis.zscore(shard.parked, fid) is not None
+    # a parked flow stays parked: another sweep claims nothing, touches nothing
+    assert sweeper.cycle(shard, "fuzz-sweep").flows == 0
+    assert cast(list[bytes], redis.lrange(shard.queue(fid), 0, -1)) == flow.suffix
     assert stored(flow.flow_id) == flow.events[: flow.position]

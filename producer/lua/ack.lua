@@ -5,7 +5,7 @@
 -- With every count 0 it only releases (a sweep that could not store gives its flows back).
 -- KEYS[1] ready, KEYS[2] leased, KEYS[3] leases, KEYS[4] removed, KEYS[5] parked, KEYS[6] wake
 -- ARGV[1] base, ARGV[2] token, then 6 per flow: flow, removed as claimed, count to remove,
--- poison entry (or ""), dead-letter record, park reason
+-- poison entry, dead-letter record (or "": no poison), park reason
 -- Safe to replay: each flow's lease is consumed by the first call, so a replay changes nothing.
 -- Returns {flows released, flows whose lease was lost, flows parked}.
 local base, token = ARGV[1], ARGV[2]
@@ -25,7 +25,8 @@ for i = 3, #ARGV, 6 do
     end
     redis.call('ZREM', KEYS[2], flow)
     redis.call('HDEL', KEYS[3], flow)
-    if poison ~= '' and redis.call('LINDEX', queue, 0) == poison then
+    -- a poison is told by its record (never empty): the entry itself may be an empty string
+    if record ~= '' and redis.call('LINDEX', queue, 0) == poison then
       redis.call('LPOP', queue)
       removed = removed + 1
       redis.call('RPUSH', flow_key(base, flow, 'dead'), record)

@@ -40,7 +40,11 @@ PROJECT_VARIABLES = (
     "CHEM_BATCH_SIZE",
     "CHEM_METRICS_PORT",
     "CHEM_NO_ARTIFACT_INSERT",
-    "CHEM_FAULT_KILL_AFTER_COMMIT",
+    "CHEM_SHARDS",
+    "CHEM_CLAIM_FLOWS",
+    "CHEM_LEASE_TTL_MS",
+    "CHEM_SWEEP_LINGER_SECONDS",
+    "CHEM_CHECK_INTERVAL_SECONDS",
 )
 
 
@@ -141,7 +145,7 @@ def worker_process(
 
 
 def run_burst_worker(env: Mapping[str, str], log: Path) -> int:
-    """``chem-persistence -v worker --burst``: drain what is queued, then exit; its exit code."""
+    """``chem-persistence -v worker --burst``: sweep what is queued, then exit; its exit code."""
     with worker_process(env, log, "--burst") as proc:
         try:
             return proc.wait(timeout=CLI_TIMEOUT_S)

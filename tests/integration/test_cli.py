@@ -42,6 +42,11 @@ PROJECT_VARIABLES = (
     "CHEM_BATCH_SIZE",
     "CHEM_METRICS_PORT",
     "CHEM_NO_ARTIFACT_INSERT",
+    "CHEM_SHARDS",
+    "CHEM_CLAIM_FLOWS",
+    "CHEM_LEASE_TTL_MS",
+    "CHEM_SWEEP_LINGER_SECONDS",
+    "CHEM_CHECK_INTERVAL_SECONDS",
 )
 
 
@@ -115,15 +120,21 @@ def test_migrate_an_empty_database_prints_the_redacted_url_and_the_head(
 def test_status_of_an_empty_queue(queue_env: dict[str, str]) -> None:
     text = run_cli(queue_env, "status")
     assert text.returncode == 0, text.stderr
-    assert "backlog: 0 events in 0 pending flows and 0 parked flows" in text.stdout
-    assert f"queue {queue_env['CHEM_QUEUE']}: 0 drain jobs waiting, 0 failed" in text.stdout
+    assert "backlog: 0 events in 0 ready, 0 leased and 0 parked flows" in text.stdout
+    assert (
+        f"sweeps: 0 queued or running; queue {queue_env['CHEM_QUEUE']}: 0 jobs waiting, 0 failed"
+        in text.stdout
+    )
+    assert "workers: 0" in text.stdout
 
     as_json = run_cli(queue_env, "status", "--json")
     assert as_json.returncode == 0, as_json.stderr
     status = json.loads(as_json.stdout)
     assert status["backlog_total"] == 0
-    assert status["pending_flows"] == []
+    assert status["flows"] == []
     assert status["parked_flows"] == []
+    assert status["sweeps"] == 0
+    assert status["workers"] == []
     assert status["dead_letters_total"] == 0
     assert status["queue"] == queue_env["CHEM_QUEUE"]
     assert status["queued_jobs"] == 0
@@ -147,19 +158,25 @@ def test_status_shows_the_backlog_per_flow_and_in_total(queue_env: dict[str, str
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["backlog_total"] == sum(counts.values())
-    assert {f["flow_id"]: f["queued"] for f in status["pending_flows"]} == counts
-    assert [f["queued"] for f in status["pending_flows"]] == sorted(counts.values(), reverse=True)
-    assert not any(f["draining"] for f in status["pending_flows"])
-    assert status["queued_jobs"] == 2  # one drain job per flow, not one per event
+    assert {f["flow_id"]: f["queued"] for f in status["flows"]} == counts
+    assert [f["queued"] for f in status["flows"]] == sorted(counts.values(), reverse=True)
+    assert not any(f["leased"] for f in status["flows"])  # ready, no sweep holds them
+    assert status["queued_jobs"] == 1  # one sweep job for both flows: not per flow, per event
+    assert status["sweeps"] == 1  # and it is registered
     assert status["parked_flows"] == []
 
     text = run_cli(queue_env, "status")
     assert text.returncode == 0, text.stderr
-    assert f"backlog: {sum(counts.values())} events in 2 pending flows" in text.stdout
+    assert (
+        f"backlog: {sum(counts.values())} events in 2 ready, 0 leased and 0 parked flows"
+        in text.stdout
+    )
+    assert "sweeps: 1 queued or running" in text.stdout
+    assert "1 jobs waiting" in text.stdout
     for flow, count in counts.items():
-        assert any(line.split() == [flow, str(count), "no"] for line in text.stdout.splitlines()), (
-            text.stdout
-        )
+        assert any(
+            line.split() == [flow, str(count), "ready"] for line in text.stdout.splitlines()
+        ), text.stdout
 
 
 # --- dlq ----------------------------------------------------------------------------------

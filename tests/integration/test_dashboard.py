@@ -23,15 +23,15 @@ from rq import Worker
 from rq.registry import FailedJobRegistry
 
 from lab.ports import free_port
-from producer.jobs import enqueue_drain, ingest_queue
+from producer.jobs import SWEEP_FUNCTION, SWEEP_JOB_TIMEOUT_SECONDS, ingest_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = Path(sys.executable).with_name("rq-dashboard")
 USERNAME = "operator"
 PASSWORD = "dash-s3cret"
 START_TIMEOUT_S = 30.0
-#: Not a UUID: drain_flow raises on it, so the job really fails in the worker.
-BAD_FLOW = "not-a-flow-id"
+#: Not a shard of CHEM_SHARDS=1: the sweep raises on it, so the job really fails in the worker.
+BAD_SHARD = 99
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -88,7 +88,7 @@ def get(url: str, auth: tuple[str, str] | None = None) -> Reply:
 def scene(
     database_url: str, redis_url: str, key_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scene]:
-    """A live drain worker on a queue of our own, a drain job it failed, and the dashboard.
+    """A live sweep worker on a queue of our own, a sweep job it failed, and the dashboard.
 
     Module-scoped (starting both processes takes a second or two); the tests only read.
     """
@@ -119,9 +119,15 @@ def scene(
                     stderr=subprocess.STDOUT,
                 )
             )
-        job_id = enqueue_drain(queue, BAD_FLOW)
+        job = queue.enqueue_call(
+            SWEEP_FUNCTION,
+            args=(BAD_SHARD,),
+            timeout=SWEEP_JOB_TIMEOUT_SECONDS,
+            description=f"sweep of shard {BAD_SHARD}: starting",  # as enqueue_sweep sets it
+        )
+        job_id = str(job.id)
         failed = FailedJobRegistry(queue=queue)
-        wait_until("the drain job failed", lambda: job_id in failed, procs[0], worker_log)
+        wait_until("the sweep job failed", lambda: job_id in failed, procs[0], worker_log)
         wait_until(
             "the worker registered",
             lambda: worker_name in {w.name for w in Worker.all(queue=queue)},
@@ -210,8 +216,9 @@ def test_with_credentials_the_dashboard_shows_queue_worker_and_failed_job(scene:
     assert failed.status == 200
     jobs = failed.json()["jobs"]
     assert [j["id"] for j in jobs] == [scene.failed_job]
-    assert jobs[0]["description"] == f"drain_flow({BAD_FLOW})"
+    assert jobs[0]["description"] == f"sweep of shard {BAD_SHARD}: starting"
     assert "ValueError" in jobs[0]["exc_info"]  # the reason, as the worker recorded it
+    assert f"shard: {BAD_SHARD} is not a shard" in jobs[0]["exc_info"]
 
     job = get(scene.base_url + f"/0/data/job/{scene.failed_job}.json", AUTH)
     assert job.status == 200

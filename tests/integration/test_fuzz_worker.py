@@ -1,10 +1,11 @@
-"""A worker never crashes on a malformed entry found in Redis — the real thing: the Drainer
+"""A worker never crashes on a malformed entry found in Redis — the real thing: sweep cycles
 with PgEventStore on the session's PostgreSQL database and the session's real Redis.
 
 Each example queues one new flow: valid envelopes, one fuzzed entry (random bytes, random JSON,
 truncated, non-UTF-8, nested too deep, or an envelope with one field mutated), more valid
-envelopes. One drain must store the valid prefix in PostgreSQL, dead-letter the fuzzed entry
-with a record naming the reason, park the flow and leave the later entries queued untouched —
+envelopes. Cycles until the claim is empty must store the valid prefix in PostgreSQL,
+dead-letter the fuzzed entry with a record naming the reason, park the flow and leave the
+later entries queued untouched —
 or, when the entry is in fact a storable event, store it and go on (``expected_fate``). Text
 PostgreSQL cannot hold (U+0000, lone surrogates) matters here, where the unit test's
 in-memory store would not notice it.
@@ -20,12 +21,11 @@ from hypothesis import strategies as st
 
 from eventlog.pool import Pool
 from eventlog.store import PgEventStore
-from producer.jobs import ingest_queue
+from producer.keys import Keys
 from producer.scripts import Scripts
-from producer.wire import Keys
-from tests.fuzz_strategies import FuzzFlow, check_drain, fuzz_flows
+from tests.fuzz_strategies import FuzzFlow, check_sweep, fuzz_flows
 from worker.config import WorkerSettings
-from worker.drain import Drainer
+from worker.sweep import Sweeper
 
 
 @settings(
@@ -38,18 +38,18 @@ from worker.drain import Drainer
     ],
 )
 @given(fuzz_flows(max_events=5), st.integers(1, 4))
-def test_drainer_on_postgres_survives_any_entry_and_parks_on_poison(
+def test_sweep_on_postgres_survives_any_entry_and_parks_on_poison(
     pool: Pool, redis_conn: redis.Redis, key_prefix: str, flow: FuzzFlow, batch_size: int
 ) -> None:
     keys = Keys(f"{key_prefix}-fuzz-{uuid.uuid4().hex[:8]}")
     note(f"keys under {keys.prefix}")
     scripts = Scripts.register(redis_conn)
-    drainer = Drainer(
+    store = PgEventStore(pool)
+    sweeper = Sweeper(
         redis_conn,
-        PgEventStore(pool),
-        keys,
+        store,
         scripts,
-        ingest_queue(redis_conn, keys.prefix),
-        WorkerSettings(batch_size=batch_size, lock_ttl_ms=10_000),
+        WorkerSettings(batch_size=batch_size, lease_ttl_ms=10_000),
+        lambda job_id, shard: None,
     )
-    check_drain(flow, redis_conn, scripts, drainer, PgEventStore(pool).list, keys)
+    check_sweep(flow, redis_conn, scripts, sweeper, store.list, keys)

@@ -21,13 +21,13 @@ from domain.engine import FlowEngine
 from domain.examples import example_flow
 from lab.ports import free_port
 from producer import Producer, QueuedEventStore, QueueSettings
-from producer.jobs import enqueue_drain
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "metrics-s3cret-pw"
 START_TIMEOUT_S = 30.0
 WAIT_TIMEOUT_S = 20.0
 BATCH_SIZE = 5  # one of the bounds of chem_batch_size_events' buckets
+WORK_CYCLES = 'chem_sweep_cycles_total{outcome="work"}'
 #: One sample line of the text exposition format: name, optional labels, value.
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
 
@@ -88,7 +88,7 @@ def worker(database_url: str, settings: QueueSettings, tmp_path: Path) -> Iterat
         "REDIS_URL": settings.redis_url,
         "CHEM_QUEUE": settings.queue_name,
         "CHEM_KEY_PREFIX": settings.key_prefix,
-        "CHEM_BATCH_SIZE": str(BATCH_SIZE),  # several batches per flow
+        "CHEM_BATCH_SIZE": str(BATCH_SIZE),  # several transactions for the flows' events
         "CHEM_METRICS_PORT": str(port),
     }
     log = tmp_path / "worker.log"
@@ -136,46 +136,62 @@ def test_worker_metrics_count_every_event_and_the_parked_flow(
     for flow_id in flows:
         queued.wait_durable(flow_id, timeout=WAIT_TIMEOUT_S)
     events = sum(len(queued.list(f)) for f in flows)
-    assert min(len(queued.list(f)) for f in flows) > BATCH_SIZE  # each flow takes 2+ batches
+    assert events > 2 * BATCH_SIZE  # more events than one transaction takes
 
-    values = worker.wait_for(lambda v: v.get("chem_pending_flows") == 0)
+    def settled(v: dict[str, float]) -> bool:
+        """Redis idle, and the last cycle's histograms observed (just after its ack)."""
+        return (
+            v.get("chem_ready_flows") == 0
+            and v.get("chem_leased_flows") == 0
+            and v.get("chem_batch_size_events_sum") == events
+            and v.get("chem_cycle_seconds_count")
+            == v.get('chem_sweep_cycles_total{outcome="work"}')
+        )
+
+    values = worker.wait_for(settled)
     assert values["chem_events_appended_total"] == events
     assert values["chem_emit_to_durable_seconds_count"] == events
-    assert values["chem_batch_size_events_count"] >= 2 * len(flows)
+    transactions = values["chem_batch_size_events_count"]
+    assert transactions >= -(-events // BATCH_SIZE)
     assert values["chem_batch_size_events_sum"] == events
     assert (
-        values[f'chem_batch_size_events_bucket{{le="{BATCH_SIZE}.0"}}']
-        == values["chem_batch_size_events_count"]
-    )  # never more than CHEM_BATCH_SIZE events per transaction
-    assert values["chem_append_seconds_count"] == values["chem_batch_size_events_count"]
+        values[f'chem_batch_size_events_bucket{{le="{BATCH_SIZE}.0"}}'] == transactions
+    )  # never more than CHEM_BATCH_SIZE events per transaction, whatever the flows
+    assert values["chem_cycle_seconds_count"] == transactions
+    assert values[WORK_CYCLES] == transactions
+    assert values["chem_claimed_flows_count"] == transactions
+    assert values["chem_claimed_flows_sum"] >= len(flows)  # every flow was claimed
+    assert values.get('chem_sweep_cycles_total{outcome="trouble"}', 0) == 0
+    assert values["chem_leases_reaped_total"] == 0  # no sweep died: no lease expired
     assert values["chem_backlog_events"] == 0
-    assert values["chem_pending_flows"] == 0
+    assert values["chem_ready_flows"] == 0
+    assert values["chem_leased_flows"] == 0
     assert values["chem_parked_flows"] == 0
     assert values.get('chem_dead_letters_total{reason="InvalidEvent"}', 0) == 0
-    assert values['chem_drains_total{outcome="drained"}'] >= len(flows)
+    assert "chem_sweeps" in values  # sweeps queued or running (lingering or ended)
+    assert "chem_drains_total" not in worker.scrape()  # v1's counter is gone
 
-    # Park a flow: an entry that is not an envelope, owed a drain like any emitted event.
+    # Park a flow: an entry that is not an envelope, pushed with the emit script like any event.
     poisoned = str(uuid.uuid4())
-    client.rpush(producer.keys.queue(poisoned), b"\xffnot an envelope")
-    client.zadd(producer.keys.pending, {poisoned: int(time.time() * 1000)})
-    enqueue_drain(producer.queue, poisoned)
+    producer.send(poisoned, ["not an envelope"])
 
-    # The parked gauge is read from Redis at scrape time; the counter is bumped just after the
-    # dead-letter script returns: wait for both, or the scrape can fall between the two.
+    # The parked gauge is read from Redis at scrape time; the counter is bumped just before the
+    # ack script runs: wait for both, or the scrape can fall between the two.
     dead = 'chem_dead_letters_total{reason="InvalidEvent"}'
     values = worker.wait_for(lambda v: v.get("chem_parked_flows") == 1 and v.get(dead) == 1)
     assert values["chem_parked_flows"] == 1
     assert values['chem_dead_letters_total{reason="InvalidEvent"}'] == 1
-    assert values["chem_pending_flows"] == 0
+    assert values["chem_ready_flows"] == 0
+    assert values["chem_leased_flows"] == 0
     assert values["chem_backlog_events"] == 0  # the poison moved to the dead letters
     assert values["chem_events_appended_total"] == events  # nothing else was stored
-    assert values['chem_drains_total{outcome="parked"}'] == 1
 
     # A parked flow's later events wait, and count as backlog.
-    client.rpush(producer.keys.queue(poisoned), b"{}", b"{}")
+    producer.send(poisoned, ["{}", "{}"])
     values = worker.wait_for(lambda v: v.get("chem_backlog_events") == 2)
     assert values["chem_backlog_events"] == 2
     assert values["chem_parked_flows"] == 1
+    assert values["chem_ready_flows"] == 0  # parked: not claimable
     assert SECRET not in worker.scrape()
     client.close()
 

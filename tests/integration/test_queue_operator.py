@@ -1,8 +1,9 @@
 """A poison event on the real pipeline, and the operator's way out with the real command.
 
 Flow P is emitted at positions 0, 1, then 3, 4: position 3 leaves a gap. It is dead-lettered,
-P is parked with 4 waiting untouched, other flows go on. The cause is fixed (the missing
-event 2 is appended directly), and ``chem-persistence dlq retry P`` applies the rest in order.
+P is parked with 4 waiting untouched, other flows go on. The missing event 2 is emitted late
+(it queues behind 4, the flow being parked), and ``chem-persistence dlq retry P`` puts the
+dead letter back in position order: 2 first, then 3, then 4.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     producer.emit_many([items[3], items[4]])  # position 2 never emitted: a gap
     emit_flows(producer, others[3:])
 
+    shard = env.keys.for_flow(flow)
     # dead-lettered and parked; the event after it waits, untouched; other flows unaffected
     wait_until(
-        lambda: redis_conn.exists(env.keys.parked(flow)) and all_stored(database_url, others),
+        lambda: redis_conn.exists(shard.reason(flow)) and all_stored(database_url, others),
         TIMEOUT_SECONDS,
         "the flow to park and the others to drain",
         details=lambda: describe(redis_conn, env.keys) + "\n" + workers.output(),
@@ -61,16 +63,19 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     assert_flows_stored(store, others)
     assert store.list(poisoned.flow_id) == poisoned.events[:2]
     entry_4 = encode_envelope(*items[4]).encode()
-    assert redis_conn.lrange(env.keys.queue(flow), 0, -1) == [entry_4]
-    assert redis_conn.zscore(env.keys.pending, flow) is None
+    assert redis_conn.lrange(shard.queue(flow), 0, -1) == [entry_4]
+    assert redis_conn.zscore(shard.parked, flow) is not None
+    assert redis_conn.zscore(shard.ready, flow) is None
+    assert redis_conn.zscore(shard.leased, flow) is None
 
     # the operator's view
     status = status_json(env)
     [parked] = status["parked_flows"]
     assert (parked["flow_id"], parked["dead_letters"], parked["queued"]) == (flow, 1, 1)
     assert parked["reason"].startswith("SeqGap at position 3")
+    assert parked["generation"] == 1
     assert status["dead_letters_total"] == 1
-    assert status["pending_flows"] == []
+    assert status["flows"] == []  # neither ready nor leased
 
     listed = run_cli(env, "dlq", "list")
     assert listed.returncode == 0, listed.stderr
@@ -86,11 +91,15 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     refused = run_cli(env, "dlq", "discard", flow)  # without --yes
     assert refused.returncode == 2
     assert "--yes" in refused.stderr
-    assert redis_conn.llen(env.keys.dead(flow)) == 1  # nothing was discarded
-    assert redis_conn.exists(env.keys.parked(flow))
+    assert redis_conn.llen(shard.dead(flow)) == 1  # nothing was discarded
+    assert redis_conn.exists(shard.reason(flow))
 
-    # fix the cause, then retry: the dead letter first, then the event that waited
-    store.append_batch(poisoned.flow_id, [items[2][0]], {a.hash: a for a in items[2][1]})
+    # the missing event arrives late: the flow is parked, so it waits behind event 4
+    producer.emit(*items[2])
+    entry_2 = encode_envelope(*items[2]).encode()
+    assert redis_conn.lrange(shard.queue(flow), 0, -1) == [entry_4, entry_2]
+    assert redis_conn.zscore(shard.ready, flow) is None  # still parked
+    # retry: in position order, the late event 2 first, then the dead letter 3, then 4
     retried = run_cli(env, "dlq", "retry", flow)
     assert retried.returncode == 0, retried.stderr
     assert "1 dead letter(s) put back" in retried.stdout
@@ -99,7 +108,7 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     assert_flows_stored(store, [poisoned, *others])
     after = status_json(env)
     assert after["parked_flows"] == [] and after["dead_letters_total"] == 0
-    assert after["pending_flows"] == [] and after["backlog_total"] == 0
+    assert after["flows"] == [] and after["backlog_total"] == 0
     assert run_cli(env, "dlq", "list").stdout.strip() == "no parked flows"
 
 
@@ -124,7 +133,7 @@ def test_discard_with_yes_drops_the_poison_and_resumes(
     producer.emit_many(flow.items[2:])
     workers.start()
     wait_until(
-        lambda: redis_conn.exists(env.keys.parked(str(flow.flow_id))),
+        lambda: redis_conn.exists(env.keys.for_flow(str(flow.flow_id)).reason(str(flow.flow_id))),
         TIMEOUT_SECONDS,
         "the flow to park",
         details=workers.output,

@@ -6,9 +6,9 @@ carry no code to a worker.
   PostgreSQL. The PostgreSQL URL carries a password too (trust authentication ignores it).
 - Neither password appears in the worker's log (``-v``), in ``status`` / ``status --json``,
   in ``migrate``, on the /metrics page, nor in the errors of a connection that fails.
-- rq jobs are JSON and drains only: a pickled job, a pickle that would run code when loaded,
+- rq jobs are JSON and sweeps only: a pickled job, a pickle that would run code when loaded,
   and a JSON job naming another function are all failed unrun by ``worker --burst``; the
-  drains queued with them still run.
+  sweep queued with them still runs.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from rq.serializers import JSONSerializer
 from eventlog.config import DatabaseSettings
 from eventlog.pool import Pool, open_pool
 from eventlog.store import PgEventStore
+from lab.ports import free_port
+from producer.jobs import SWEEP_FUNCTION
 from tests.integration.security_helpers import (
     Env,
     RedisServer,
     emit_example_flows,
     emitted_flows,
-    free_port,
     redis_server,
     run_burst_worker,
     run_cli,
@@ -184,7 +185,7 @@ def test_a_wrong_redis_password_is_refused_without_being_shown(
     assert REDIS_SECRET[::-1] not in failed.stdout + failed.stderr
 
 
-# --- rq jobs: JSON drains only ----------------------------------------------------------------
+# --- rq jobs: JSON sweeps only ----------------------------------------------------------------
 
 
 class CodeOnLoad:
@@ -197,7 +198,7 @@ class CodeOnLoad:
         return pathlib.Path.touch, (pathlib.Path(self.marker),)
 
 
-def test_worker_runs_json_drains_only_never_pickles_nor_other_functions(
+def test_worker_runs_json_sweeps_only_never_pickles_nor_other_functions(
     secret_db_url: str, owner_pool: Pool, tmp_path: Path
 ) -> None:
     with redis_server(tmp_path / "redis", REDIS_SECRET) as server:
@@ -208,10 +209,10 @@ def test_worker_runs_json_drains_only_never_pickles_nor_other_functions(
         pickled.enqueue(pathlib.Path.touch, markers["pickled"])
         pickled.enqueue(pathlib.Path.exists, CodeOnLoad(markers["on-load"]))
         as_json = Queue(env.queue, connection=client, serializer=JSONSerializer)
-        as_json.enqueue("os.system", f"touch {markers['json']}")  # JSON, but not a drain
+        as_json.enqueue("os.system", f"touch {markers['json']}")  # JSON, but not a sweep
         for name in markers:
             assert not markers[name].exists(), name
-        queued = emit_example_flows(env.settings, 2)  # real drains, queued after the others
+        queued = emit_example_flows(env.settings, 2)  # a real sweep, queued after the others
         flows = emitted_flows(queued)
 
         log = tmp_path / "worker.log"
@@ -223,9 +224,9 @@ def test_worker_runs_json_drains_only_never_pickles_nor_other_functions(
             assert not marker.exists(), f"the {name} job ran code:\n{output}"
         failed = FailedJobRegistry(queue=as_json)
         assert failed.count == 3, output  # refused, and visible as failed jobs
-        assert "is not worker.runtime.drain_flow" in output
+        assert f"is not {SWEEP_FUNCTION}" in output, output
         store = PgEventStore(owner_pool)
-        for flow in flows:  # the worker went on with the real drains
+        for flow in flows:  # the worker went on with the real sweep
             assert store.list(flow) == queued.list(flow)
         assert_no_secret("the worker's log", output)
         client.close()

@@ -3,11 +3,11 @@
 (a) The producer refuses every invalid event with InvalidEvent (a ValueError) and enqueues
     nothing — neither with ``emit`` nor with ``emit_many`` (all or nothing) — and accepts every
     valid one, which a worker then decodes back to the very same event and bodies.
-(b) A worker never crashes on a malformed entry it finds in Redis: the Drainer, over valid
-    events, then a fuzzed entry, then more valid events, stores the valid prefix, dead-letters
-    the fuzzed entry with a record naming the reason, parks the flow and leaves the later
-    events queued untouched — or, when the entry is in fact a storable event, stores it and
-    goes on. The oracle is ``expected_fate``; the store is InMemoryEventStore (the reference).
+(b) A worker never crashes on a malformed entry it finds in Redis: sweep cycles over valid
+    events, then a fuzzed entry, then more valid events, store the valid prefix, dead-letter
+    the fuzzed entry with a record naming the reason, park the flow and leave the later
+    events queued untouched — or, when the entry is in fact a storable event, store it and
+    go on. The oracle is ``expected_fate``; the store is InMemoryEventStore (the reference).
 """
 
 from __future__ import annotations
@@ -28,20 +28,21 @@ from domain.errors import InvalidValue
 from domain.events import Artifact, FlowEvent
 from domain.store import InMemoryEventStore
 from producer.config import QueueSettings
-from producer.jobs import DRAIN_FUNCTION, ingest_queue
+from producer.jobs import SWEEP_FUNCTION, ingest_queue
+from producer.keys import Keys
 from producer.producer import Producer
 from producer.scripts import Scripts
-from producer.wire import InvalidEvent, Keys, decode_envelope, encode_envelope
+from producer.wire import InvalidEvent, decode_envelope, encode_envelope
 from tests.fuzz_strategies import (
     FuzzFlow,
-    check_drain,
+    check_sweep,
     fuzz_flows,
     invalid_items,
     oversized_items,
     valid_items,
 )
 from worker.config import WorkerSettings
-from worker.drain import Drainer
+from worker.sweep import Sweeper
 
 QUEUE = "fuzz-q"
 KEYS = Keys("fuzz")
@@ -118,15 +119,17 @@ def test_producer_accepts_every_valid_event(items: list[Item], many: bool) -> No
         queued = [
             entry
             for flow in flows
-            for entry in cast(list[bytes], redis.lrange(KEYS.queue(flow), 0, -1))
+            for entry in cast(list[bytes], redis.lrange(KEYS.for_flow(flow).queue(flow), 0, -1))
         ]
         decoded = [decode_envelope(entry) for entry in queued]
         by_flow = sorted(fits, key=lambda item: flows.index(str(item[0].flow_id)))
         assert [d[0] for d in decoded] == [e for e, _ in by_flow]
         assert [d[1] for d in decoded] == [{a.hash: a for a in b} for _, b in by_flow]
         queue = ingest_queue(redis, QUEUE)
-        assert queue.count == len(flows)  # one drain job per flow that became pending
-        assert {job.func_name for job in queue.get_jobs()} <= {DRAIN_FUNCTION}
+        # one sweep job for however many flows became ready, not one job per flow
+        assert queue.count == (1 if fits else 0)
+        assert [job.func_name for job in queue.get_jobs()] == [SWEEP_FUNCTION] * queue.count
+        assert [job.args for job in queue.get_jobs()] == [[0]] * queue.count
 
 
 # --- (b) the worker ---------------------------------------------------------------------------
@@ -134,21 +137,20 @@ def test_producer_accepts_every_valid_event(items: list[Item], many: bool) -> No
 
 @FUZZ_SETTINGS
 @given(fuzz_flows(), st.integers(1, 4))
-def test_drainer_survives_any_entry_and_parks_on_poison(flow: FuzzFlow, batch_size: int) -> None:
+def test_sweep_survives_any_entry_and_parks_on_poison(flow: FuzzFlow, batch_size: int) -> None:
     note(f"fuzzed entry ({flow.how}) at position {flow.position}: {flow.entry[:300]!r}")
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     try:
         store = InMemoryEventStore()
         scripts = Scripts.register(redis)
-        drainer = Drainer(
+        sweeper = Sweeper(
             redis,
             store,
-            KEYS,
             scripts,
-            ingest_queue(redis, QUEUE),
-            WorkerSettings(batch_size=batch_size, lock_ttl_ms=10_000),
+            WorkerSettings(batch_size=batch_size, lease_ttl_ms=10_000),
+            lambda job_id, shard: None,
         )
-        check_drain(flow, redis, scripts, drainer, store.list, KEYS)
+        check_sweep(flow, redis, scripts, sweeper, store.list, KEYS)
     finally:
         redis.close()
 

@@ -257,8 +257,13 @@ def _bad_artifact(rig: Rig, events: list[FlowEvent]) -> tuple[bytes, list[FlowEv
     return json.dumps(data).encode(), events[GOOD:]
 
 
+def _empty(rig: Rig, events: list[FlowEvent]) -> tuple[bytes, list[FlowEvent]]:
+    return b"", events[GOOD:]  # an empty string: a poison all the same
+
+
 POISONS = {
     "garbage-bytes": PoisonCase("InvalidEvent", None, _garbage),
+    "empty-entry": PoisonCase("InvalidEvent", None, _empty),
     "event-of-another-flow": PoisonCase("InvalidEvent", None, _other_flow),
     "tampered-artifact": PoisonCase("ArtifactHashMismatch", None, _bad_artifact),
     "seq-conflict": PoisonCase("SeqConflict", GOOD, _conflict),
