@@ -189,6 +189,8 @@ def _work_until_stopped(rt: Runtime, base_name: str, *, burst: bool, fork: bool)
                 worker.stopping = rt.stopping
             worked = bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
         except REDIS_ERRORS as exc:
+            if burst:
+                raise  # a one-shot run that could not reach Redis has failed
             log.warning("action=worker_redis_error error=%s", type(exc).__name__)
         if burst or rt.stopping.is_set() or getattr(worker, "_stop_requested", False):
             return worked
