@@ -22,9 +22,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import SimpleWorker, Worker
-from rq.worker import BaseWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from producer.jobs import SWEEP_FUNCTION
 from producer.keys import Keys
@@ -157,17 +157,19 @@ def _work_until_stopped(rt: Runtime, base_name: str, *, burst: bool, fork: bool)
     worked = False
     while True:
         worker_class: type[BaseWorker] = Worker if fork else ChemWorker
-        worker = worker_class(
-            [rt.queue],
-            connection=rt.redis,
-            serializer=JSONSerializer,
-            job_class=SweepJob,
-            name=base_name if attempt == 0 else f"{base_name}-{attempt}",
-        )
-        if isinstance(worker, ChemWorker):
-            worker.stopping = rt.stopping
+        worker: BaseWorker | None = None
         started = time.monotonic()
         try:
+            # Building the rq worker talks to Redis too (CLIENT SETNAME): inside the try.
+            worker = worker_class(
+                [rt.queue],
+                connection=rt.redis,
+                serializer=JSONSerializer,
+                job_class=SweepJob,
+                name=base_name if attempt == 0 else f"{base_name}-{attempt}",
+            )
+            if isinstance(worker, ChemWorker):
+                worker.stopping = rt.stopping
             worked = bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
         except REDIS_ERRORS as exc:
             log.warning("action=worker_redis_error error=%s", type(exc).__name__)
