@@ -127,8 +127,8 @@ class Fleet:
         return True
 
     def arm(self, kind: str) -> bool:
-        """Arm a fault point (one kill, whoever gets there first); False if one is pending."""
-        if self.armed:
+        """Arm a fault point (one kill, whoever gets there first); False if it is pending."""
+        if kind in self.armed:
             return False
         if kind == "producer_kill" and (self.producer_done or self.producer is None):
             return False

@@ -168,7 +168,7 @@ def _fault_window(
         now = time.monotonic()
         if now >= next_fault:
             was_forced = bool(forced)
-            kind = forced.pop() if forced else weighted_fault(rng)
+            kind = forced.pop() if forced else _unfired(fleet) or weighted_fault(rng)
             try:
                 done = inject(kind, fleet, servers, rng)
             except TRANSIENT:  # e.g. terminating backends while PostgreSQL restarts
@@ -184,6 +184,15 @@ def _fault_window(
     servers.proxy.set_reply_loss(None)  # lost replies were a fault until now
     fleet.supervise()
     return injected, started, time.monotonic()
+
+
+def _unfired(fleet: Fleet) -> str | None:
+    """An armed kind that has not fired yet and is not pending: armed again first, so that
+    a short run sees every kind."""
+    for kind in ARMED_KINDS:
+        if not fleet.faults[kind] and kind not in fleet.armed:
+            return kind
+    return None
 
 
 def _drain(
