@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Fleet:
         self.producer_cmd = producer_cmd
         self.producer: subprocess.Popen[bytes] | None = None
         self.producer_done = False
+        self.producer_done_at: float | None = None  # time.monotonic() when it finished
         self.spawned = 0
         self.rig_killed: set[int] = set()
         self.armed: set[str] = set()
@@ -82,6 +84,7 @@ class Fleet:
         if proc is not None:
             if proc.returncode == 0:
                 self.producer_done = True
+                self.producer_done_at = time.monotonic()
                 return
             self._account_producer(proc)
         self.producer = self._spawn(self.producer_cmd, "producer")

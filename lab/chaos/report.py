@@ -33,6 +33,10 @@ class ChaosReport:
     unexpected_exits: int  # processes that exited without the rig killing them
     process_starts: int
     drain_seconds_after_last_fault: float | None
+    #: when the producer had emitted everything (it falls behind its rate while it is killed
+    #: and restarted), and how long the queue then took to empty
+    producer_done_seconds: float | None = None
+    drain_seconds_after_producer_done: float | None = None
     command: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -66,6 +70,8 @@ class ChaosReport:
             ("processes exited on their own", str(self.unexpected_exits)),
             ("process starts (incl. restarts)", str(self.process_starts)),
             ("drained after last fault", "timed out" if drain is None else f"{drain:.1f} s"),
+            ("producer done (since start)", _seconds(self.producer_done_seconds)),
+            ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
             ("verdict", "PASS" if self.ok else "FAIL"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -78,6 +84,10 @@ class ChaosReport:
         from dataclasses import asdict
 
         return asdict(self) | {"ok": self.ok}
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
 
 
 def check_stored(

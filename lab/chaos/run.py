@@ -136,6 +136,12 @@ def run_chaos(
             unexpected_exits=len(fleet.unexpected),
             process_starts=fleet.spawned,
             drain_seconds_after_last_fault=None if drained_at is None else drained_at - last_fault,
+            producer_done_seconds=_since(started, fleet.producer_done_at),
+            drain_seconds_after_producer_done=(
+                None
+                if drained_at is None or fleet.producer_done_at is None
+                else max(0.0, drained_at - max(fleet.producer_done_at, last_fault))
+            ),
             command=command,
             problems=problems + [str(u) for u in fleet.unexpected],
         )
@@ -226,6 +232,10 @@ def _drain(
             return time.monotonic()
         time.sleep(0.2)
     return None
+
+
+def _since(start: float, at: float | None) -> float | None:
+    return None if at is None else at - start
 
 
 def _retry(call: Callable[[], T], attempts: int = 20) -> T:
