@@ -132,3 +132,60 @@ def test_worker_survives_outages_cuts_and_lost_replies(
             worker.terminate()
             worker.wait(timeout=30)
     assert worker.returncode in (0, -15), log_path.read_text()[-3000:]
+
+
+def test_worker_started_while_postgres_is_down_waits_for_it(
+    tmp_path: Path,
+    redis_url: str,
+    redis_conn: Redis,
+    database_url: str,
+    pool: Pool,
+    key_prefix: str,
+) -> None:
+    """A worker (re)started while PostgreSQL restarts must wait, not exit (as a bad URL does)."""
+    pg = urlsplit(database_url)
+    run = f"{key_prefix}-pgdown-{random.randrange(1 << 30)}"
+    with TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432) as pg_proxy:
+        proxied_pg = pg._replace(netloc=f"{pg.username}@127.0.0.1:{pg_proxy.port}").geturl()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CHEM_", "REDIS_"))},
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": proxied_pg,
+            "REDIS_URL": redis_url,
+            "CHEM_KEY_PREFIX": run,
+            "CHEM_QUEUE": run,
+            "CHEM_CHECK_INTERVAL_SECONDS": "0.5",
+        }
+        log_path = tmp_path / "worker.log"
+        pg_proxy.pause("refuse")
+        with log_path.open("ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--name", run],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        try:
+            wait_until(
+                "the worker saw PostgreSQL down",
+                lambda: (
+                    worker.poll() is not None
+                    or "action=waiting_for_database" in log_path.read_text(errors="replace")
+                ),
+                60,
+            )
+            assert worker.poll() is None, log_path.read_text()[-3000:]
+            pg_proxy.resume()
+            seed = random.randrange(1 << 30)
+            settings = QueueSettings(redis_url=redis_url, queue_name=run, key_prefix=run)
+            producer = Producer(Redis.from_url(redis_url), settings)
+            for seq in range(5):
+                producer.emit(*expected_event(seed, 0, seq))
+            store = PgEventStore(pool)
+            wait_until("the events stored", lambda: len(store.list(flow_id_of(seed, 0))) == 5)
+            assert worker.poll() is None, log_path.read_text()[-3000:]
+            producer.redis.close()
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
