@@ -30,8 +30,9 @@ from producer.producer import REDIS_ERRORS, Producer
 #: The exit status of a producer that died between its Lua call and the rq enqueue.
 EXIT_DIED_BEFORE_ENQUEUE = 17
 #: An armed producer holds its emits until no sweep is registered (so that its next emit
-#: registers one and it dies in the window that matters), for at most this long.
-ARMED_WAIT_SECONDS = 30.0
+#: registers one and it dies in the window that matters), for at most this long; then it
+#: catches up with its rate.
+ARMED_WAIT_SECONDS = 10.0
 
 
 class DyingProducer(Producer):
@@ -100,7 +101,6 @@ def produce(
                     continue
                 if not waited and producer.armed:
                     waited = producer.wait_until_no_sweep()
-                    next_at = time.monotonic()
                 event, artifacts = expected_event(seed, index, seq)
                 producer.emit(event, artifacts)
                 log.write(f"{index} {seq}\n")
