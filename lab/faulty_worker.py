@@ -1,11 +1,14 @@
 """A `chem-persistence worker` with faults plugged in through the sweep's hooks (the lab's seam).
 
-    python -m lab.faulty_worker [--kill-after-commit P] [--kill-before-commit P]
+    python -m lab.faulty_worker [--kill-after-commit P] [--kill-before-commit P] [--arm-dir DIR]
                                 [--pause-at before_commit|after_commit --pause-file PATH]
                                 [--commit-log PATH] [worker options...]
 
 ``--kill-*``: with probability P per cycle, SIGKILL this process at that point (inside the
-transaction with everything written; or committed and not yet acked). ``--pause-at``: at
+transaction with everything written; or committed and not yet acked). With ``--arm-dir``, a
+kill point fires only when a file of its name (``before_commit``, ``after_commit``) is in DIR,
+and the process that fires removes it: one arming, one kill, whichever worker gets there first
+(the chaos rig arms a point to have exactly one worker die in that window). ``--pause-at``: at
 that point, create ``PATH`` (holding this pid) and wait for ever, so that a test can SIGKILL
 the process exactly inside the window it names. ``--commit-log``: after each COMMIT, one
 line per flow, ``flow first last unix_time``, for the benchmark's latency.
@@ -30,12 +33,23 @@ from worker.cli import main as cli_main
 from worker.sweep import SweepHooks
 
 
-def _killer(probability: float) -> Callable[[], None] | None:
+def _armed(arm_file: Path | None) -> bool:
+    """No arming asked for, or this process took the one arming there was (atomic unlink)."""
+    if arm_file is None:
+        return True
+    try:
+        arm_file.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _killer(probability: float, arm_file: Path | None = None) -> Callable[[], None] | None:
     if probability <= 0:
         return None
 
     def maybe_kill() -> None:
-        if random.random() < probability:
+        if random.random() < probability and _armed(arm_file):
             os.kill(os.getpid(), signal.SIGKILL)
 
     return maybe_kill
@@ -74,11 +88,14 @@ def _chain(*calls: Callable[[], None] | None) -> Callable[[], None] | None:
 
 def build_hooks(args: argparse.Namespace) -> SweepHooks:
     pause = _pauser(args.pause_file) if args.pause_at else None
+    arm_dir: Path | None = args.arm_dir
     before = _chain(
-        _killer(args.kill_before_commit), pause if args.pause_at == "before_commit" else None
+        _killer(args.kill_before_commit, arm_dir / "before_commit" if arm_dir else None),
+        pause if args.pause_at == "before_commit" else None,
     )
     after_kill = _chain(
-        _killer(args.kill_after_commit), pause if args.pause_at == "after_commit" else None
+        _killer(args.kill_after_commit, arm_dir / "after_commit" if arm_dir else None),
+        pause if args.pause_at == "after_commit" else None,
     )
     log = open(args.commit_log, "a", buffering=1, encoding="utf-8") if args.commit_log else None  # noqa: SIM115
     recorder = _recorder(log) if log is not None else None
@@ -99,6 +116,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m lab.faulty_worker")
     parser.add_argument("--kill-after-commit", type=float, default=0.0)
     parser.add_argument("--kill-before-commit", type=float, default=0.0)
+    parser.add_argument("--arm-dir", type=Path)
     parser.add_argument("--pause-at", choices=["before_commit", "after_commit"])
     parser.add_argument("--pause-file", type=Path)
     parser.add_argument("--commit-log", type=Path)

@@ -250,8 +250,8 @@ class TcpProxy:
         with self._lock:
             pause = self._pause
             full = sum(1 for link in self._links if not link.closed) >= self.max_connections
-            if pause == "blackhole":
-                self._parked.append(client)
+            if pause == "blackhole" and len(self._parked) < self.max_connections:
+                self._parked.append(client)  # accepted, never answered (closed on resume)
                 return
             if pause == "refuse" or full or self._stopping.is_set():
                 self._rejected += 1

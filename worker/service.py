@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, cast
 
+import psycopg
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -129,8 +130,40 @@ class QueueGauges(Collector):
         yield GaugeMetricFamily("chem_sweeps", "Sweep jobs queued or running", value=sweeps)
 
 
+#: libpq's words for a PostgreSQL that is not there YET (down, restarting, recovering): a
+#: starting worker waits for it. Anything else (unknown database or role, bad password) is bad
+#: configuration and still fails at once. libpq reports no SQLSTATE for a failed connection.
+DATABASE_NOT_YET = (
+    "Connection refused",
+    "No such file or directory",  # the unix socket, between a crash and the restart
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "server closed the connection unexpectedly",
+    "timeout expired",
+)
+
+
+def _open_runtime() -> Runtime:
+    """This process's runtime; a PostgreSQL that is down or starting up is waited for."""
+    pause = RECONNECT_INITIAL_SECONDS
+    waiting = False
+    while True:
+        try:
+            return runtime()  # open the pool (and migrate) before taking jobs
+        except psycopg.OperationalError as exc:
+            if not any(words in str(exc) for words in DATABASE_NOT_YET):
+                raise  # bad configuration: fail fast
+            if not waiting:
+                waiting = True
+                log.warning("action=waiting_for_database error=%.300s", exc)
+        time.sleep(pause)
+        pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+
+
 def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = None) -> bool:
-    rt = runtime()  # open the pool (and migrate) before taking jobs: fail fast on bad config
+    rt = _open_runtime()
     recovery = Recovery(
         rt.queue_settings.redis(),
         rt.keys,
