@@ -214,9 +214,9 @@ def evaluate_targets(report: Mapping[str, Any], soak_requested: bool) -> list[di
             f"Δ {delta:+,} B; leftover keys: {', '.join(memory['leftover_keys']) or 'none'}",
             f"start {memory['used_memory_before']:,} B, filled {memory['used_memory_filled']:,} B"
             f" ({memory['flows']:,} flows, {memory['events']:,} events)",
-            f"no key left but the shard's counter/wake key; |Δ| ≤ "
+            f"no key left but the shard's counter/wake key; Δ ≤ +"
             f"{REDIS_MEMORY_TOLERANCE_BYTES // 1024} KiB",
-            not memory["leftover_keys"] and abs(delta) <= REDIS_MEMORY_TOLERANCE_BYTES,
+            not memory["leftover_keys"] and delta <= REDIS_MEMORY_TOLERANCE_BYTES,
         )
     return targets
 
