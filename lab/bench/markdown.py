@@ -87,16 +87,18 @@ def _trickle_table(trickle: Mapping[str, Any]) -> list[str]:
     out = ["", f"## Trickle: {trickle['flows']:,} concurrent flows", ""]
     out.append(
         "| offered events/s | window | events/flow | pipeline: durable in window | p50 | p99 "
-        "| cost/emit | sync append: durable in window | p50 | p99 | cost/append |"
+        "| cost/emit | emitted/s | events/txn | sync append: durable in window | p50 | p99 "
+        "| cost/append |"
     )
-    out.append("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     sync = {r["rate"]: r for r in trickle["rates"]["sync"]}
     for p in sorted(trickle["rates"]["pipeline"], key=lambda r: r["rate"]):
         s = sync.get(p["rate"], {})
         out.append(
             f"| {p['rate']:,.0f} | {p['window_seconds']:g} s | {p['events_per_flow']:.1f} "
             f"| {100 * p['durable_share']:.1f}% | {_n(p['p50_ms'], 1)} ms "
-            f"| {_n(p['p99_ms'], 1)} ms | {_n(p['cost_us'])} µs "
+            f"| {_n(p['p99_ms'], 1)} ms | {_n(p['cost_us'])} µs | {_n(p['achieved_rate'])} "
+            f"| {_n(p.get('events_per_transaction'), 1)} "
             f"| {_pct(s.get('durable_share'))} | {_n(s.get('p50_ms'), 1)} ms "
             f"| {_n(s.get('p99_ms'), 1)} ms | {_n(s.get('cost_us'))} µs |"
         )

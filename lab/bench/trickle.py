@@ -120,7 +120,7 @@ def trickle_rate(
         f"trickle {mode} {rate:,.0f}/s over {bench.scale.trickle_flows:,} flows ({seconds:g}s):"
         f" {row['durable_share']:.1%} durable in the window, p50 {row['p50_ms']:.1f} ms,"
         f" p99 {row['p99_ms']:.1f} ms, {row['cost_us']:.0f} µs/call"
-        f" ({row['achieved_rate']:,.0f}/s emitted)"
+        f" ({row['achieved_rate']:,.0f}/s emitted, {row['events_per_transaction']:.1f} per txn)"
     )
     return row
 
@@ -183,6 +183,10 @@ def _summarize(
         "cost_us": statistics.mean(costs) if costs else float("nan"),
         "cost_p50_us": percentile(sorted(costs), 50),
         "late_start_ms": max(r.late_start_ms for r in results),
+        "transactions": workers.transactions if mode == "pipeline" else len(latencies),
+        "events_per_transaction": len(latencies) / max(1, workers.transactions)
+        if mode == "pipeline"
+        else 1.0,
         "events_per_flow": max(t.rate * t.seconds / max(1, len(t.flows)) for t in tasks),
         "quantiles_ms": [round(percentile(latencies, q), 3) for q in range(101)],
     }

@@ -61,6 +61,7 @@ class WorkerSet:
         self.commit_logs: list[Path] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self._log: IO[bytes] | None = None
+        self.transactions = 0  # in the commit logs, as of the last ``commits()``
 
     def __enter__(self) -> WorkerSet:
         self._log = self.env.worker_log.open("ab")
@@ -123,18 +124,22 @@ class WorkerSet:
             path.write_text("")  # the workers append (O_APPEND): their next line lands at 0
 
     def commits(self) -> dict[tuple[str, int], float]:
-        """(flow, position) -> the first COMMIT time logged for it."""
+        """(flow, position) -> the first COMMIT time logged for it. Also counts the
+        transactions (``transactions``: one recorder call per COMMIT, one time stamp)."""
         committed: dict[tuple[str, int], float] = {}
-        for path in self.commit_logs:
+        stamps: set[tuple[int, float]] = set()
+        for number, path in enumerate(self.commit_logs):
             for line in path.read_text().splitlines():
                 parts = line.split()
                 if len(parts) != 4:
                     continue  # a line being written
                 flow, first, last, at = parts[0], int(parts[1]), int(parts[2]), float(parts[3])
+                stamps.add((number, at))
                 for position in range(first, last + 1):
                     key = (flow, position)
                     if key not in committed or committed[key] > at:
                         committed[key] = at
+        self.transactions = len(stamps)
         return committed
 
     def __exit__(self, *exc: object) -> None:
