@@ -60,9 +60,11 @@ def register(sub: Any) -> None:
         help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
     )
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("bench", help="ingestion throughput and latency against the alternatives")
-    p.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
-    p.add_argument("--soak", action="store_true", help="add a 10-minute worker RSS run")
+    p = sub.add_parser(
+        "bench", help="throughput, trickle latency and costs against the alternatives"
+    )
+    p.add_argument("--quick", action="store_true", help="a smaller run, about 3 minutes")
+    p.add_argument("--soak", action="store_true", help="add a 10-minute trickle soak (worker RSS)")
     p.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)

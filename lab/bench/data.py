@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,12 +125,16 @@ class Dataset:
     flows: list[UUID]
 
     @classmethod
-    def generate(cls, flows: int, per_flow: int, seed: int = 0) -> Dataset:
+    def generate(cls, flows: int, per_flow: int, seed: int = 0, whole: bool = True) -> Dataset:
+        """``flows`` flows of ``per_flow`` events, interleaved. ``whole``: each flow is complete
+        (FlowCompleted last); else each is the first ``per_flow`` events of a long flow (the
+        same mix of kinds and payload sizes whatever ``per_flow``)."""
         base = datetime.now(UTC) - timedelta(hours=1)
         flow_ids = [uuid.UUID(int=(seed << 64) | (i + 1), version=4) for i in range(flows)]
-        per: list[list[FlowEventKind]] = [
-            flow_kinds(seed * 100_000 + i, per_flow) for i in range(flows)
-        ]
+        if whole:
+            per = [flow_kinds(seed * 100_000 + i, per_flow) for i in range(flows)]
+        else:
+            per = [flow_prefix(seed * 100_000 + i, per_flow) for i in range(flows)]
         events: list[FlowEvent] = []
         tick = 0
         for position in range(per_flow):
@@ -182,17 +186,21 @@ class Dataset:
         }
 
 
-def event_source(flows: int, seed: int, per_flow: int) -> Iterator[tuple[UUID, int, FlowEventKind]]:
-    """Endless (flow, position, kind), round-robin over fresh flows: each flow's generated
-    events, then its steps again (positions keep growing) for as long as it is asked."""
-    flow_ids = [uuid.uuid4() for _ in range(flows)]
-    kinds = [flow_kinds(seed + i, max(4, per_flow)) for i in range(flows)]
-    position = 0
-    while True:
-        for flow, flow_kinds_ in zip(flow_ids, kinds, strict=True):
-            if position < len(flow_kinds_) - 1:
-                kind = flow_kinds_[position]
-            else:  # past the generated flow: its middle again (no second FlowInitialized)
-                kind = flow_kinds_[1 + (position - 1) % (len(flow_kinds_) - 2)]
-            yield flow, position, kind
-        position += 1
+def flow_prefix(seed: int, count: int) -> list[FlowEventKind]:
+    """The first ``count`` events of a long generated flow (no FlowCompleted)."""
+    return flow_kinds(seed, count + 40)[:count]
+
+
+class KindSource:
+    """The kinds of many flows without holding each flow's own list: ``templates`` generated
+    flows, flow ``i`` follows template ``i mod templates``; past its end a flow repeats the
+    template's middle (positions keep growing, no second FlowInitialized)."""
+
+    def __init__(self, seed: int, templates: int = 64, length: int = 48) -> None:
+        self.templates = [flow_prefix(seed + t, length) for t in range(templates)]
+
+    def kind(self, flow_index: int, position: int) -> FlowEventKind:
+        kinds = self.templates[flow_index % len(self.templates)]
+        if position < len(kinds):
+            return kinds[position]
+        return kinds[1 + (position - 1) % (len(kinds) - 1)]

@@ -1,4 +1,5 @@
-"""The report as Markdown: the scenarios, (d) per configuration, the producer, the targets."""
+"""The report as Markdown: the targets first (each figure beside its reference and its target),
+then the trickle per rate, the pipeline per flow count, every scenario, the producer."""
 
 from __future__ import annotations
 
@@ -21,109 +22,108 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
 
 
+MET = {True: "met", False: "**NOT met**", None: "-"}
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
-    meta, data, refs = report["meta"], report["dataset"], report["references"]
-    out: list[str] = []
-    out.append(f"# chem-persistence bench ({meta['mode']})")
-    out.append("")
+    meta, refs = report["meta"], report["references"]
+    load = meta["load1"]
+    out: list[str] = [f"# chem-persistence bench ({meta['mode']})", ""]
     out.append(
         f"{meta['started_at']} · {meta['cpus']} CPUs · PostgreSQL {meta['servers']['postgresql']}"
         f" · Redis {meta['servers']['redis']} · Python {meta['python']} · commit "
-        f"{meta['commit'] or '?'} · {meta['seconds']:.0f} s"
+        f"{meta['commit'] or '?'} · {meta['seconds']:.0f} s · load (1 min) seen "
+        f"{_n(load['min'], 1)}-{_n(load['max'], 1)} · {meta['pipeline_workers']} worker "
+        f"processes, default settings (batch {meta['worker_settings']['batch_size']}, claim "
+        f"{meta['worker_settings']['claim_flows']} flows)"
+    )
+    out += ["", "## Targets", ""]
+    out.append("| target | measured | against | target | verdict |")
+    out.append("|---|---|---|---|:-:|")
+    for t in report["targets"]:
+        out.append(
+            f"| {t['target']} | {t['measured']} | {t['reference']} | {t['required']} "
+            f"| {MET[t['met']]} |"
+        )
+    trickle = report.get("trickle")
+    if trickle:
+        out += _trickle_table(trickle)
+    out += _pipeline_table(report)
+    out += ["", "## Every scenario", ""]
+    out.append(
+        f"(a) ceiling = {_n(refs['ceiling_events_per_s'])}/s ({meta['ceiling_reference']}); "
+        f"(b) synchronous = {_n(refs['sync_events_per_s'])}/s. CPU µs/event: this process / "
+        "workers / PostgreSQL / Redis / the rest of the machine (other users of this VM)."
     )
     out.append("")
     out.append(
-        f"Data: {data['events']:,} events over {data['flows']} flows "
-        f"({data['events_per_flow']} each, interleaved as the engine emits them), payload "
-        f"{data['avg_payload_bytes']:.0f} B, envelope {data['avg_envelope_bytes']:.0f} B on "
-        f"average; {data['artifact_rows']:,} artifact rows (StepFinished: 2 hashes each). "
-        f"Events/s = median of {meta['runs_per_scenario']} runs (min-max). "
-        f"(a) = the fastest batched INSERT of the pipeline's rows ({_n(refs['a_events_per_s'])}/s; "
-        f"events only: {_n(refs['a_events_only_events_per_s'])}/s). PING = Redis round trip "
-        "(median of 1,000) just before the scenario; load = 1-minute load average. CPU µs/event: "
-        "CPU time per stored event (median run) of this process (the producer or the writer), "
-        "the workers, this database's PostgreSQL backends + WAL writer/checkpointer/bgwriter, "
-        "redis-server, and the rest of the machine (other users of this 2-core VM)."
+        "| scenario | configuration | events/s | min-max | x (a) | x (b) | PING µs | load "
+        "| CPU µs/event |"
     )
-    out.append("")
-    out.append(
-        "| scenario | configuration | events/s | min-max | x (a) | x (b) | x (c) | PING µs | load "
-        "| CPU µs/event: bench / workers / PG / Redis / other |"
-    )
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for s in report["scenarios"]:
-        key = s["key"]
-        tag = key.split(".")[0]
-        label = f"({tag}) {s['scenario']}" if tag in "abcd" else s["scenario"]
+        tag = s["key"].split(".")[0]
+        label = f"({tag}) {s['scenario']}" if tag in ("a", "b", "c", "d") else s["scenario"]
         out.append(
             f"| {label} | {s['config']} | {_n(s['median'])} | {_n(s['min'])}-{_n(s['max'])} "
-            f"| {_ratio(s['ratio_a'])} | {_ratio(s['ratio_b'])} | {_ratio(s['ratio_c'])} "
-            f"| {_n(s['ping_us'])} | {s['load1']:.1f} "
-            f"| {cpu_text(s['extra'].get('cpu_us_per_event', {}))} |"
+            f"| {_ratio(s['ratio_a'])} | {_ratio(s['ratio_b'])} | {_n(s['ping_us'])} "
+            f"| {s['load1']:.1f} | {cpu_text(s['extra'].get('cpu_us_per_event', {}))} |"
         )
-    if report["pipeline"]:
-        out.append("")
-        out.append("(d) per configuration: latency at half its sustained median, peak worker RSS")
-        out.append("")
-        out.append(
-            "| workers x batch | backlog events/s | sustained events/s | half load offered → "
-            "reached | emit→durable p50 | p99 | max | drains/s | events/drain | ms/drain "
-            "| peak RSS (VmHWM) |"
-        )
-        out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-        for c in report["pipeline"]:
-            lat = c["latency"] or {}
-            rss = c["peak_rss_kib"]
-            out.append(
-                f"| {c['workers']} x {c['batch_size']} | {_n(c['backlog_events_per_s'])} "
-                f"| {_n(c['sustained_events_per_s'])} "
-                f"| {_n(lat.get('offered_events_per_s'))} → {_n(lat.get('achieved_events_per_s'))} "
-                f"({_n(100 * lat.get('single_emit_share', float('nan')))}% single emits) "
-                f"| {_n(lat.get('p50_ms'), 1)} ms | {_n(lat.get('p99_ms'), 1)} ms "
-                f"| {_n(lat.get('max_ms'), 1)} ms | {_n(lat.get('drains_per_s'))} "
-                f"| {_n(lat.get('events_per_drain'), 1)} | {_n(lat.get('ms_per_drain'), 1)} "
-                f"| {_n(rss / 1024 if rss else None, 1)} MiB |"
-            )
-    producer = report["producer"]
+    producer = report.get("producer")
     if producer:
-        out.append("")
-        out.append(
-            f"Producer (engine side), {producer['events']:,} events over {producer['flows']} "
-            "flows, no worker running (each flow stays pending after its first event)"
-        )
-        out.append("")
-        out.append("| operation | µs/event | min-max | events/s | Redis sends/event | PING µs |")
-        out.append("|---|--:|--:|--:|--:|--:|")
-        for name in (
-            "emit",
-            "encode",
-            "send",
-            "emit_many",
-            "send_many",
-            "raw_rpush",
-            "raw_rpush_each",
-        ):
+        out += ["", f"## Producer (engine side, {producer['events']:,} events, no worker)", ""]
+        out.append("| operation | µs/event | min-max |")
+        out.append("|---|--:|--:|")
+        for name in ("emit", "emit_busy", "send", "encode", "emit_many", "raw_evalsha", "ping"):
             p = producer[name]
             out.append(
-                f"| {p['label']} | {p['us_per_event']:.1f} | {p['min_us']:.1f}-{p['max_us']:.1f} "
-                f"| {_n(p['events_per_s'])} | {p['round_trips_per_event']:.3f} "
-                f"| {_n(p['ping_us'])} |"
+                f"| {p['label']} | {p['us_per_event']:.1f} | {p['min_us']:.1f}-{p['max_us']:.1f} |"
             )
-    noop = report.get("rq_noop_job")
-    if noop:
-        out.append("")
+    out += ["", f"Method: {meta['method']}", ""]
+    return "\n".join(out)
+
+
+def _trickle_table(trickle: Mapping[str, Any]) -> list[str]:
+    out = ["", f"## Trickle: {trickle['flows']:,} concurrent flows", ""]
+    out.append(
+        "| offered events/s | window | events/flow | pipeline: durable in window | p50 | p99 "
+        "| cost/emit | emitted/s | events/txn | sync append: durable in window | p50 | p99 "
+        "| cost/append |"
+    )
+    out.append("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    sync = {r["rate"]: r for r in trickle["rates"]["sync"]}
+    for p in sorted(trickle["rates"]["pipeline"], key=lambda r: r["rate"]):
+        s = sync.get(p["rate"], {})
         out.append(
-            f"rq's own cost per job (no-op jobs, one SimpleWorker): {noop['ms_per_job']:.2f} ms "
-            f"({noop['jobs_per_s']:,.0f} jobs/s; PING {noop['ping_us']:.0f} µs)."
+            f"| {p['rate']:,.0f} | {p['window_seconds']:g} s | {p['events_per_flow']:.1f} "
+            f"| {100 * p['durable_share']:.1f}% | {_n(p['p50_ms'], 1)} ms "
+            f"| {_n(p['p99_ms'], 1)} ms | {_n(p['cost_us'])} µs | {_n(p['achieved_rate'])} "
+            f"| {_n(p.get('events_per_transaction'), 1)} "
+            f"| {_pct(s.get('durable_share'))} | {_n(s.get('p50_ms'), 1)} ms "
+            f"| {_n(s.get('p99_ms'), 1)} ms | {_n(s.get('cost_us'))} µs |"
         )
-    out.append("")
-    out.append("Targets")
-    out.append("")
-    out.append("| target | required | measured | met |")
-    out.append("|---|---|---|:-:|")
-    for t in report["targets"]:
-        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        out.append(f"| {t['target']} | {t['required']} | {t['measured']} | {met} |")
-    out.append("")
-    out.append(f"Latency method: {meta['latency_method']}")
-    return "\n".join(out) + "\n"
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _pipeline_table(report: Mapping[str, Any]) -> list[str]:
+    ceiling = report["references"]["ceiling_events_per_s"]
+    rows = {s["key"]: s for s in report["scenarios"]}
+    flows = sorted({s["extra"]["flows"] for s in report["scenarios"] if s["key"].startswith("d.")})
+    if not flows:
+        return []
+    out = ["", f"## Pipeline by flow count (ceiling (a) {_n(ceiling)}/s)", ""]
+    out.append("| flows | events | backlog events/s | x (a) | sustained events/s | x (a) |")
+    out.append("|--:|--:|--:|--:|--:|--:|")
+    for f in flows:
+        b, s = rows.get(f"d.backlog.f{f}"), rows.get(f"d.sustained.f{f}")
+        if b is None or s is None:
+            continue
+        out.append(
+            f"| {f:,} | {b['config'].split(' x ')[-1]} | {_n(b['median'])} "
+            f"| {_ratio(b['ratio_a'])} | {_n(s['median'])} | {_ratio(s['ratio_a'])} |"
+        )
+    return out

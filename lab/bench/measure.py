@@ -14,21 +14,10 @@ from typing import Any
 
 import psycopg
 from redis import Redis
-from redis.connection import Connection
 
 from lab.bench.config import PING_SAMPLES
 
 # --- measuring helpers ------------------------------------------------------------------------
-
-
-class CountingConnection(Connection):
-    """A redis-py connection that counts what it sends: one send = one round trip."""
-
-    sends = 0
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.sends += 1
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 def ping_rtt_us(redis: Redis, samples: int = PING_SAMPLES) -> float:
@@ -198,15 +187,3 @@ class Row:
         data["min"] = min(self.runs) if self.runs else None
         data["max"] = max(self.runs) if self.runs else None
         return data
-
-
-@dataclass
-class PipelineConfig:
-    """(d) for one (workers, batch size): the throughputs, the latency run and the RSS."""
-
-    workers: int
-    batch_size: int
-    backlog: Row
-    sustained: Row
-    latency: dict[str, Any] = field(default_factory=dict)
-    peak_rss_kib: int | None = None

@@ -1,24 +1,17 @@
 """(b) the synchronous path (``PgEventStore.append`` per event) and (c) the naive rq path
-(one job per event, one SimpleWorker), with rq's own cost per job."""
+(one job per event, one SimpleWorker: v1's cost per job, kept as a reference)."""
 
 from __future__ import annotations
 
-import statistics
-import time
-from functools import partial
-
-from redis import Redis
 from rq import Queue
-from rq.registry import (
-    FailedJobRegistry,
-)
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from lab.bench.config import BenchError, say
+from lab.bench.config import BenchError
 from lab.bench.core import Bench
-from lab.bench.measure import Stopwatch, ping_rtt_us
+from lab.bench.measure import Stopwatch
 from lab.bench.servers import check_stored, count_rows
-from lab.bench.workers import NAIVE_FUNCTION, NOOP_FUNCTION, WorkerSet
+from lab.bench.workers import NAIVE_FUNCTION, WorkerSet
 
 
 def run_sync(bench: Bench) -> None:
@@ -53,11 +46,7 @@ def run_naive(bench: Bench) -> None:
         "1 SimpleWorker (more would reorder a flow)",
     )
     queue = Queue(bench.env.naive_queue_name, connection=bench.redis, serializer=JSONSerializer)
-    env = {"CHEM_QUEUE": bench.env.naive_queue_name}
-    with WorkerSet(
-        bench.env, bench.forks, bench.redis, bench.env.naive_queue_name, 1, "naive", env
-    ) as workers:
-        bench.rq_noop = _rq_noop_jobs(bench, queue, workers)
+    with WorkerSet(bench.env, bench.redis, 1, "naive") as workers:
 
         def once(watch: Stopwatch) -> None:
             bench.reset()
@@ -75,25 +64,3 @@ def run_naive(bench: Bench) -> None:
 
         bench.repeat(row, once, workers)
         row.extra["peak_rss_kib"] = workers.peak_rss_kib()
-
-
-def _rq_noop_jobs(bench: Bench, queue: Queue, workers: WorkerSet) -> dict[str, float]:
-    """rq's own cost per job: no-op jobs (``builtins.len``) through one SimpleWorker."""
-    n = max(50, bench.scale.naive_events // 2)
-    ping = ping_rtt_us(bench.redis)
-    rates = []
-    for _ in range(bench.scale.runs):
-        start = time.perf_counter()
-        last = ""
-        for _ in range(n):
-            last = queue.enqueue(NOOP_FUNCTION, "x", result_ttl=0).id
-        # FIFO, one worker: the last job gone (result_ttl=0) = every job done
-        bench.wait_for(partial(_gone, bench.redis, f"rq:job:{last}"), workers)
-        rates.append(n / (time.perf_counter() - start))
-    rate = statistics.median(rates)
-    say(f"rq no-op jobs, 1 SimpleWorker: {rate:,.0f} jobs/s ({1000 / rate:.2f} ms/job)")
-    return {"jobs_per_s": rate, "ms_per_job": 1000 / rate, "ping_us": ping}
-
-
-def _gone(redis: Redis, key: str) -> bool:
-    return not redis.exists(key)

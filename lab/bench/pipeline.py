@@ -1,213 +1,123 @@
-"""(d) the pipeline: producer → Redis → drain workers → PostgreSQL per (workers, batch size):
-backlog drain, sustained, emit→durable latency at half load, the workers' peak RSS."""
+"""(d) the pipeline (producer → Redis → sweeps in 2 worker processes → PostgreSQL) at 1, 32,
+1,000 and 10,000 flows: draining a pre-filled backlog, and sustained (the producer's
+``emit_many`` running at the same time); Redis memory before and after a drain."""
 
 from __future__ import annotations
 
-import math
+import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from itertools import islice
 from typing import Any
-from uuid import UUID
 
-from domain.events import (
-    FlowEvent,
-    FlowEventKind,
-)
-from domain.store import utc_now
-from lab.bench.config import BATCH_SIZES, SUSTAINED_CHUNK, WORKER_COUNTS, BenchError, say
+from lab.bench.config import PIPELINE_FLOWS, REDIS_KEPT_KEYS, SUSTAINED_CHUNK, say
 from lab.bench.core import Bench
-from lab.bench.data import event_source
-from lab.bench.measure import PipelineConfig, Stopwatch, chunks, percentile
+from lab.bench.data import Dataset
+from lab.bench.measure import Stopwatch, chunks
 from lab.bench.servers import check_stored
 from lab.bench.workers import WorkerSet
-from producer.jobs import enqueue_drain
+from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, enqueue_sweep
 from producer.producer import EMIT_MANY_CHUNK
-from producer.wire import now_ms
+
+IDLE_TIMEOUT_SECONDS = 60.0  # sweeps end after their linger (5 s by default)
 
 
-def run_pipeline(bench: Bench) -> None:
-    for workers in WORKER_COUNTS:
-        for batch in BATCH_SIZES:
-            bench.configs.append(_pipeline_config(bench, workers, batch))
-
-
-def _pipeline_config(bench: Bench, count: int, batch: int) -> PipelineConfig:
-    label = f"{count} worker{'s' if count > 1 else ''} x batch {batch}"
-    env = {"CHEM_BATCH_SIZE": str(batch)}
-    say(f"(d) starting {label}")
-    with WorkerSet(
-        bench.env,
-        bench.forks,
-        bench.redis,
-        bench.env.queue_name,
-        count,
-        "pipeline",
-        env,
-        commit_logs=True,
-        tag=f"-w{count}b{batch}",
-    ) as workers:
-        backlog = bench.new_row(
-            f"d.backlog.w{count}.b{batch}", "d", "pipeline: backlog drain", label
-        )
-        bench.repeat(backlog, partial(_backlog_once, bench, workers), workers)
+def run_pipeline(bench: Bench, workers: WorkerSet) -> None:
+    for flows in PIPELINE_FLOWS:
+        per_flow = max(1, bench.scale.pipeline_events // flows)
+        data = Dataset.generate(flows, per_flow, seed=flows, whole=False)
+        label = f"{flows:,} flow{'s' if flows > 1 else ''} x {per_flow:,} events"
+        say(f"(d) {label}: {len(data.events):,} events, {workers.count} workers")
+        if flows == max(PIPELINE_FLOWS):
+            bench.results["redis_memory"] = _memory_run(bench, workers, data)
+        backlog = bench.new_row(f"d.backlog.f{flows}", "d", "pipeline: backlog drain", label)
+        bench.repeat(backlog, partial(_backlog_once, bench, workers, data), workers)
         sustained = bench.new_row(
-            f"d.sustained.w{count}.b{batch}",
-            "d",
-            "pipeline: sustained (producer running)",
-            label,
+            f"d.sustained.f{flows}", "d", "pipeline: sustained (producer running)", label
         )
-        bench.repeat(sustained, partial(_sustained_once, bench, workers), workers)
-        config = PipelineConfig(count, batch, backlog, sustained)
-        config.latency = _latency_run(bench, workers, 0.5 * sustained.median)
-        config.peak_rss_kib = workers.peak_rss_kib()
-        backlog.extra["peak_rss_kib"] = sustained.extra["peak_rss_kib"] = config.peak_rss_kib
-        sustained.extra["latency"] = {
-            k: v for k, v in config.latency.items() if k != "quantiles_ms"
-        }
-    return config
+        bench.repeat(sustained, partial(_sustained_once, bench, workers, data), workers)
+        for row in (backlog, sustained):
+            row.extra["flows"] = flows
+            row.extra["avg_payload_bytes"] = data.describe()["avg_payload_bytes"]
 
 
-def _fill(bench: Bench, by_flow: Mapping[str, list[str]]) -> list[str]:
-    """What ``Producer.send_many`` does, without enqueueing the drain jobs yet."""
+def _fill(bench: Bench, data: Dataset) -> list[str]:
+    """Queue the data set as ``emit_many`` does (the emit script, pipelined), without enqueueing
+    the sweep it asks for: returns the sweep ids to enqueue when the clock starts."""
+    shard = bench.shard
+    keys = [shard.ready, shard.leased, shard.sweeps, shard.wake]
     pipe = bench.redis.pipeline(transaction=False)
-    calls: list[str] = []
-    stamp = now_ms()
-    keys = bench.producer.keys
-    for flow, envelopes in by_flow.items():
-        flow_keys = [keys.queue(flow), keys.parked(flow), keys.pending]
-        for chunk in chunks(envelopes, EMIT_MANY_CHUNK):
-            bench.producer.scripts.emit(keys=flow_keys, args=[flow, stamp, *chunk], client=pipe)
-            calls.append(flow)
-    results = pipe.execute()
-    return sorted({f for f, r in zip(calls, results, strict=True) if r == 1})
+    for flow, envelopes in data.by_flow().items():
+        for start in range(0, len(envelopes), EMIT_MANY_CHUNK):
+            chunk = envelopes[start : start + EMIT_MANY_CHUNK]
+            args: list[str | int] = [shard.base, flow, QUEUED_SWEEP_TTL_MS, EMIT_MAX_SWEEPS]
+            args += chunk
+            bench.producer.scripts.emit(keys=keys, args=args, client=pipe)
+    return [r.decode() for r in pipe.execute() if isinstance(r, bytes)]
 
 
-def _backlog_once(bench: Bench, workers: WorkerSet, watch: Stopwatch) -> None:
+def _backlog_once(bench: Bench, workers: WorkerSet, data: Dataset, watch: Stopwatch) -> None:
+    # a lingering sweep would drain the backlog while it is filled: wait until none runs
+    bench.wait_for(bench.sweeps_idle, workers, 0.05, IDLE_TIMEOUT_SECONDS, "sweeps ending")
     bench.reset()
-    flows = _fill(bench, bench.data.by_flow())
+    sweeps = _fill(bench, data)
     watch.start()
-    for flow in flows:
-        enqueue_drain(bench.producer.queue, flow, bench.producer.keys.job(flow))
-    bench.wait_for(bench.pipeline_done, workers)
-    watch.stop(len(bench.data.events))
-    check_stored(bench.conn, bench.data, "backlog drain")
+    for sweep_id in sweeps:
+        enqueue_sweep(bench.queue, sweep_id, 0)
+    bench.wait_for(bench.pipeline_done, workers, what="backlog drain")
+    watch.stop(len(data.events))
+    check_stored(bench.conn, data, "backlog drain")
 
 
-def _sustained_once(bench: Bench, workers: WorkerSet, watch: Stopwatch) -> None:
+def _sustained_once(bench: Bench, workers: WorkerSet, data: Dataset, watch: Stopwatch) -> None:
     bench.reset()
     watch.start()
-    for chunk in chunks(bench.data.events, SUSTAINED_CHUNK):
+    for chunk in chunks(data.events, SUSTAINED_CHUNK):
         bench.producer.emit_many(chunk)
-    bench.wait_for(bench.pipeline_done, workers)
-    watch.stop(len(bench.data.events))
-    check_stored(bench.conn, bench.data, "sustained")
+    bench.wait_for(bench.pipeline_done, workers, what="sustained")
+    watch.stop(len(data.events))
+    check_stored(bench.conn, data, "sustained")
 
 
-def paced_emit(
-    bench: Bench,
-    rate: float,
-    seconds: float,
-    source: Iterator[tuple[UUID, int, FlowEventKind]],
-    record: dict[tuple[UUID, int], float] | None = None,
-    tick: Callable[[float], None] | None = None,
-) -> dict[str, float]:
-    """Emit ``source``'s events at ``rate`` events/s for ``seconds``, as an engine would:
-    one ``Producer.emit`` per event (ts = now) while it keeps up; when it falls behind (an
-    emit costs ~0.25 ms of CPU here), the events due go in one ``emit_many`` (ts = that
-    call's time). ``record`` gets each event's emit time; ``tick`` is called in between."""
-    total = max(1, int(rate * seconds))
-    emitted = singles = 0
-    start = time.perf_counter()
-    while emitted < total:
-        now = time.perf_counter()
-        if tick is not None:
-            tick(now - start)
-        due = min(total, int((now - start) * rate) + 1)
-        if due <= emitted:
-            time.sleep(max(0.0, start + emitted / rate - now))
-            continue
-        ts = utc_now()
-        events = [FlowEvent(p, f, k, ts) for f, p, k in islice(source, due - emitted)]
-        if len(events) == 1:
-            bench.producer.emit(events[0])
-            singles += 1
-        else:
-            bench.producer.emit_many(events)
-        if record is not None:
-            stamp = ts.timestamp()
-            for event in events:
-                record[(event.flow_id, event.seq)] = stamp
-        emitted += len(events)
-    elapsed = time.perf_counter() - start
-    return {
-        "events": emitted,
-        "seconds": elapsed,
-        "achieved_events_per_s": emitted / elapsed,
-        "single_emit_share": singles / emitted,
-    }
+def _memory_snapshot(bench: Bench) -> tuple[int, set[str]]:
+    """Redis ``used_memory`` (median of 5 readings) and this run's keys."""
+    readings = []
+    for _ in range(5):
+        readings.append(int(bench.redis.info("memory")["used_memory"]))
+        time.sleep(0.05)
+    keys = {k.decode() for k in bench.redis.scan_iter(match=f"{bench.env.key_prefix}:*")}
+    return int(statistics.median(readings)), keys
 
 
-def _latency_run(bench: Bench, workers: WorkerSet, rate: float) -> dict[str, Any]:
+def _memory_run(bench: Bench, workers: WorkerSet, data: Dataset) -> dict[str, Any]:
+    """Fill a backlog, drain it, wait for the sweeps to end: Redis memory and keys as before."""
+    bench.wait_for(bench.sweeps_idle, workers, 0.05, IDLE_TIMEOUT_SECONDS, "sweeps ending")
     bench.reset()
-    for path in workers.commit_logs:
-        path.write_text("")  # the runs before were throughput runs
-    seconds = bench.scale.latency_seconds
-    flows = bench.scale.flows
-    emitted: dict[tuple[UUID, int], float] = {}
-    source = event_source(flows, 7_000_000, math.ceil(rate * seconds / flows) + 2)
-    paced = paced_emit(bench, rate, seconds, source, record=emitted)
-    achieved = paced["achieved_events_per_s"]
-    bench.wait_for(bench.pipeline_done, workers)
-    committed: dict[tuple[UUID, int], float] = {}
-    for path in workers.commit_logs:
-        for line in path.read_text().splitlines():
-            flow_text, first, last, at = line.split()
-            flow = UUID(flow_text)
-            for position in range(int(first), int(last) + 1):
-                committed.setdefault((flow, position), float(at))
-    drains = 0
-    drained = 0
-    first_commit, last_commit = math.inf, 0.0
-    for path in workers.commit_logs:
-        for line in path.read_text().splitlines():
-            _, first, last, at = line.split()
-            drains += 1
-            drained += int(last) - int(first) + 1
-            first_commit, last_commit = (
-                min(first_commit, float(at)),
-                max(last_commit, float(at)),
-            )
-    span = max(1e-9, last_commit - first_commit)
-    latencies = sorted(
-        (committed[key] - ts) * 1000 for key, ts in emitted.items() if key in committed
-    )
-    if len(latencies) != len(emitted):
-        raise BenchError(
-            f"latency run: {len(emitted) - len(latencies)} of {len(emitted)} events "
-            "have no recorded COMMIT"
-        )
+    before, keys_before = _memory_snapshot(bench)
+    sweeps = _fill(bench, data)
+    filled, _ = _memory_snapshot(bench)
+    for sweep_id in sweeps:
+        enqueue_sweep(bench.queue, sweep_id, 0)
+    bench.wait_for(bench.pipeline_done, workers, what="memory drain")
+    check_stored(bench.conn, data, "memory drain")
+    bench.wait_for(bench.sweeps_idle, workers, 0.05, IDLE_TIMEOUT_SECONDS, "sweeps ending")
+    after, keys_after = _memory_snapshot(bench)
+    allowed = {bench.shard.base + name for name in REDIS_KEPT_KEYS}
+    left = sorted(keys_after - keys_before - allowed)
     result = {
-        "offered_events_per_s": rate,
-        "achieved_events_per_s": achieved,
-        "events": len(latencies),
-        "p50_ms": percentile(latencies, 50),
-        "p90_ms": percentile(latencies, 90),
-        "p99_ms": percentile(latencies, 99),
-        "max_ms": latencies[-1],
-        "quantiles_ms": [round(percentile(latencies, q), 3) for q in range(101)],
-        "single_emit_share": paced["single_emit_share"],
-        "flows": bench.scale.flows,
-        "workers": workers.count,
-        "drains": drains,
-        "events_per_drain": drained / max(1, drains),
-        "drains_per_s": drains / span,
-        # busy workers: the time one drain (its rq job included) takes, at most
-        "ms_per_drain": 1000 * workers.count * span / max(1, drains),
+        "flows": len(data.flows),
+        "events": len(data.events),
+        "used_memory_before": before,
+        "used_memory_filled": filled,
+        "used_memory_after": after,
+        "delta_bytes": after - before,
+        "keys_before": sorted(keys_before),
+        "keys_after": sorted(keys_after),
+        "leftover_keys": left,
+        "allowed_keys": sorted(allowed),
     }
     say(
-        f"(d) latency at {achieved:,.0f} events/s (half load {rate:,.0f}): "
-        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
+        f"Redis used_memory {before / 2**20:.2f} MiB → filled {filled / 2**20:.2f} MiB → "
+        f"drained {after / 2**20:.2f} MiB (Δ {after - before:+,} B); leftover keys:"
+        f" {left or 'none'}"
     )
     return result

@@ -1,115 +1,117 @@
-"""The producer's cost per event (engine side, no worker running): emit, encode, send,
-emit_many, send_many and raw RPUSH, with the Redis round trips each takes."""
+"""The producer's cost per event (engine side, no worker running), against one raw EVALSHA round
+trip of a trivial 3-command script carrying the same envelope, and a PING."""
 
 from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rq import Queue
-from rq.serializers import JSONSerializer
-
+from domain.events import FlowEvent
 from lab.bench.config import SUSTAINED_CHUNK, say
 from lab.bench.core import Bench
-from lab.bench.measure import CountingConnection, chunks, ping_rtt_us
-from lab.bench.servers import delete_keys
-from producer.producer import Producer
+from lab.bench.measure import chunks
+
+#: The reference: one EVALSHA of a script of three commands (the envelope pushed, an index
+#: touched, a length read back), on the same connection, with the same envelope.
+RAW_SCRIPT = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[2])
+return redis.call('LLEN', KEYS[1])
+"""
 
 
 def run_producer_costs(bench: Bench) -> None:
-    """Engine-side cost, no worker running (every flow stays pending after its first
-    event: the steady state of a busy flow). Round trips counted by the connection."""
-    n = min(bench.scale.producer_events, len(bench.data.events))
-    data = bench.data.head(n)
-    counting = Producer(bench.counting_redis, bench.env.queue_settings)
-    by_flow = data.by_flow()
-    results: dict[str, Any] = {"events": n, "flows": len(by_flow)}
+    """``emit`` as the trickle sees it: every event goes to a flow whose queue is empty (a
+    new flow each time: the flow becomes ready, a sweep is asked for if none is queued), and
+    as a busy flow sees it (its queue already holds events). No worker runs."""
+    n = bench.scale.producer_events
+    data = bench.data.head(min(n, len(bench.data.events)))
+    producer = bench.producer
+    raw = bench.redis.register_script(RAW_SCRIPT)
+    results: dict[str, Any] = {"events": n}
+    template, envelopes = data.events, data.envelopes
+    prefix = bench.env.key_prefix
 
-    def measure(name: str, label: str, fn: Callable[[], None]) -> None:
-        ping = ping_rtt_us(bench.redis)
-        times, trips = [], []
+    def first_events() -> list[FlowEvent]:
+        # the data set's events (same kinds and sizes as the raw script's envelopes), each at
+        # position 0 of a new flow: every emit finds its flow idle (the trickle's case)
+        return [
+            FlowEvent(0, uuid.uuid4(), template[i % len(template)].kind, template[0].ts)
+            for i in range(n)
+        ]
+
+    def measure(
+        name: str, label: str, prepare: Callable[[], Any], fn: Callable[[Any], int]
+    ) -> None:
+        times = []
         for _ in range(bench.scale.runs):
-            delete_keys(bench.redis, f"{bench.env.key_prefix}:*")
-            Queue(bench.env.queue_name, connection=bench.redis, serializer=JSONSerializer).empty()  # type: ignore[no-untyped-call]
-            CountingConnection.sends = 0
+            bench.reset_all()
+            arg = prepare()
             start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) / n * 1e6)
-            trips.append(CountingConnection.sends / n)
+            count = fn(arg)
+            times.append((time.perf_counter() - start) / count * 1e6)
         results[name] = {
             "label": label,
             "us_per_event": statistics.median(times),
             "min_us": min(times),
             "max_us": max(times),
-            "events_per_s": 1e6 / statistics.median(times),
-            "round_trips_per_event": statistics.median(trips),
-            "ping_us": ping,
         }
         say(f"producer {label}: {statistics.median(times):.1f} µs/event")
 
-    def emit_each() -> None:
-        for event in data.events:
-            counting.emit(event)
+    def emit_each(events: list[FlowEvent]) -> int:
+        for event in events:
+            producer.emit(event)
+        return len(events)
 
-    def send_each() -> None:
-        for event, envelope in zip(data.events, data.envelopes, strict=True):
-            counting.send(str(event.flow_id), [envelope])
+    def encoded() -> list[tuple[str, str]]:
+        return [(str(e.flow_id), producer.encode(e)) for e in first_events()]
 
-    def encode_only() -> None:
-        for event in data.events:
-            counting.encode(event)
+    def send_each(pairs: list[tuple[str, str]]) -> int:
+        for flow, envelope in pairs:
+            producer.send(flow, [envelope])
+        return len(pairs)
 
-    def emit_many() -> None:
-        for chunk in chunks(data.events, SUSTAINED_CHUNK):
-            counting.emit_many(chunk)
+    def encode_each(events: list[FlowEvent]) -> int:
+        for event in events:
+            producer.encode(event)
+        return len(events)
 
-    def send_many() -> None:
-        for start in range(0, n, SUSTAINED_CHUNK):
-            grouped: dict[str, list[str]] = {}
-            for event, envelope in zip(
-                data.events[start : start + SUSTAINED_CHUNK],
-                data.envelopes[start : start + SUSTAINED_CHUNK],
-                strict=True,
-            ):
-                grouped.setdefault(str(event.flow_id), []).append(envelope)
-            counting.send_many(grouped)
+    def emit_many(events: list[FlowEvent]) -> int:
+        for chunk in chunks(events, SUSTAINED_CHUNK):
+            producer.emit_many(chunk)
+        return len(events)
 
-    def raw_rpush() -> None:
-        keys = counting.keys
-        for start in range(0, n, SUSTAINED_CHUNK):
-            grouped: dict[str, list[str]] = {}
-            for event, envelope in zip(
-                data.events[start : start + SUSTAINED_CHUNK],
-                data.envelopes[start : start + SUSTAINED_CHUNK],
-                strict=True,
-            ):
-                grouped.setdefault(str(event.flow_id), []).append(envelope)
-            pipe = bench.counting_redis.pipeline(transaction=False)
-            for flow, envelopes in grouped.items():
-                pipe.rpush(keys.queue(flow), *envelopes)
-            pipe.execute()
+    def raw_evalsha(_: object) -> int:
+        keys = [f"{prefix}:raw:q", f"{prefix}:raw:z"]
+        for i in range(n):
+            raw(keys=keys, args=[envelopes[i % len(envelopes)], i])
+        return n
 
-    def raw_rpush_each() -> None:
-        keys = counting.keys
-        for start in range(0, n, SUSTAINED_CHUNK):
-            pipe = bench.counting_redis.pipeline(transaction=False)
-            for event, envelope in zip(
-                data.events[start : start + SUSTAINED_CHUNK],
-                data.envelopes[start : start + SUSTAINED_CHUNK],
-                strict=True,
-            ):
-                pipe.rpush(keys.queue(str(event.flow_id)), envelope)
-            pipe.execute()
+    def ping(_: object) -> int:
+        for _i in range(n):
+            bench.redis.ping()
+        return n
 
-    measure("emit", "emit (one event, validated + sent)", emit_each)
-    measure("encode", "encode only (validate + serialize)", encode_only)
-    measure("send", "send (one pre-encoded envelope: the Lua call)", send_each)
-    measure("emit_many", f"emit_many ({SUSTAINED_CHUNK:,} events per call)", emit_many)
-    measure("send_many", "send_many (pre-encoded envelopes, Lua)", send_many)
-    measure("raw_rpush", "raw RPUSH, pipelined (same envelopes, grouped per flow)", raw_rpush)
-    measure("raw_rpush_each", "raw RPUSH, pipelined, one command per envelope", raw_rpush_each)
-    delete_keys(bench.redis, f"{bench.env.key_prefix}:*")
-    Queue(bench.env.queue_name, connection=bench.redis, serializer=JSONSerializer).empty()  # type: ignore[no-untyped-call]
-    bench.producer_costs = results
+    measure("emit", "emit, each to an idle flow (the trickle's case)", first_events, emit_each)
+    measure(
+        "emit_busy",
+        "emit, to flows whose queues hold events",
+        lambda: list(data.events),
+        emit_each,
+    )
+    measure("send", "send (pre-encoded: the emit script alone)", encoded, send_each)
+    measure("encode", "encode only (validate + serialize)", first_events, encode_each)
+    measure(
+        "emit_many", f"emit_many ({SUSTAINED_CHUNK:,} events per call)", first_events, emit_many
+    )
+    raw_evalsha(None)  # loads the script: the timed calls are EVALSHA hits
+    measure("raw_evalsha", "raw EVALSHA of a 3-command script, same envelope", list, raw_evalsha)
+    measure("ping", "PING round trip", list, ping)
+    bench.reset_all()
+    emit, reference = results["emit"]["us_per_event"], results["raw_evalsha"]["us_per_event"]
+    results["emit_vs_evalsha"] = emit / reference
+    results["lua_share_us"] = emit - results["encode"]["us_per_event"]
+    bench.results["producer"] = results

@@ -15,8 +15,17 @@ import psycopg
 
 from lab.bench.ceilings import run_ceilings
 from lab.bench.codec import run_codec
-from lab.bench.config import FULL, QUICK, SCALE_ENV, BenchError, say
+from lab.bench.config import (
+    ENGINE_PROCESSES,
+    FULL,
+    PIPELINE_WORKERS,
+    QUICK,
+    SCALE_ENV,
+    BenchError,
+    say,
+)
 from lab.bench.core import Bench
+from lab.bench.engines import Engines
 from lab.bench.markdown import render_markdown
 from lab.bench.paths import run_naive, run_sync
 from lab.bench.pipeline import run_pipeline
@@ -25,20 +34,36 @@ from lab.bench.replay import run_replay
 from lab.bench.report import build_report
 from lab.bench.servers import bench_environment
 from lab.bench.soak import run_soak
+from lab.bench.trickle import run_trickle
+from lab.bench.workers import WorkerSet
 
 
 def run_scenarios(bench: Bench, soak: bool) -> None:
     say(f"data set: {json.dumps(bench.data.describe())}")
-    bench.reset()
+    bench.reset_all()
     run_ceilings(bench)
     run_sync(bench)
     run_naive(bench)
-    run_producer_costs(bench)
-    run_pipeline(bench)
-    run_replay(bench)
-    run_codec(bench)
-    if soak:
-        run_soak(bench)
+    run_producer_costs(bench)  # before the pipeline's workers start: nothing drains
+    engines = Engines(ENGINE_PROCESSES)
+    try:
+        bench.reset_all()
+        with WorkerSet(
+            bench.env,
+            bench.redis,
+            PIPELINE_WORKERS,
+            "pipeline",
+            linger_seconds=bench.scale.linger_seconds,
+        ) as workers:
+            run_pipeline(bench, workers)
+            run_trickle(bench, engines, workers)
+            bench.results["pipeline_peak_rss_kib"] = workers.peak_rss_kib()
+        run_replay(bench)
+        run_codec(bench)
+        if soak:
+            run_soak(bench, engines)
+    finally:
+        engines.close()
 
 
 def _scale_factor() -> float:

@@ -1,5 +1,5 @@
-"""The soak (``--soak``): the default configuration at half its sustained load for ten
-minutes, sampling the workers' RSS; flat or not."""
+"""The soak (``--soak``): the trickle at half the pipeline's highest rate kept up, for ten
+minutes (full run), with 2 fresh worker processes whose RSS is sampled; flat or not."""
 
 from __future__ import annotations
 
@@ -8,33 +8,44 @@ import time
 from typing import Any
 
 from lab.bench.config import (
-    DEFAULT_CONFIG,
-    RSS_FLAT_MIN_BYTES,
+    PIPELINE_WORKERS,
     RSS_FLAT_TOLERANCE,
+    RUN_TIMEOUT_SECONDS,
     SOAK_SAMPLE_SECONDS,
+    BenchError,
     say,
 )
 from lab.bench.core import Bench
-from lab.bench.data import event_source
-from lab.bench.pipeline import paced_emit
+from lab.bench.engines import Engines
+from lab.bench.servers import count_rows
+from lab.bench.trickle import tasks_for
 from lab.bench.workers import WorkerSet
 
+SOAK_DEFAULT_RATE = 500.0  # when the trickle found no rate kept up
 
-def run_soak(bench: Bench) -> None:
-    count, batch = DEFAULT_CONFIG
-    config = next((c for c in bench.configs if (c.workers, c.batch_size) == DEFAULT_CONFIG), None)
-    rate = 0.5 * config.sustained.median if config else 2000.0
+
+def run_soak(bench: Bench, engines: Engines) -> None:
+    trickle = bench.results.get("trickle") or {}
+    best = (trickle.get("pipeline") or {}).get("highest_kept_up")
+    rate = best / 2 if best else SOAK_DEFAULT_RATE
     seconds = bench.scale.soak_seconds
-    say(f"soak: {count} workers x {batch} for {seconds:.0f}s at {rate:,.0f} events/s")
+    count = PIPELINE_WORKERS
+    say(
+        f"soak: trickle at {rate:,.0f} events/s over {bench.scale.trickle_flows:,} flows for"
+        f" {seconds:.0f}s, {count} fresh workers"
+    )
     bench.reset()
     samples: list[dict[str, Any]] = []
-    env = {"CHEM_BATCH_SIZE": str(batch)}
     with WorkerSet(
-        bench.env, bench.forks, bench.redis, bench.env.queue_name, count, "soak", env
+        bench.env,
+        bench.redis,
+        count,
+        "pipeline",
+        tag="-soak",
+        linger_seconds=bench.scale.linger_seconds,
     ) as workers:
-        start = time.perf_counter()
-        next_sample = [0.0]
         interval = min(SOAK_SAMPLE_SECONDS, max(0.5, seconds / 30))
+        next_sample = [0.0]
 
         def sample(at: float) -> None:
             if at < next_sample[0]:
@@ -42,24 +53,30 @@ def run_soak(bench: Bench) -> None:
             workers.check_alive()
             rss = workers.rss_kib()
             samples.append({"t": round(at, 1), "rss_kib": rss})
-            say(
-                f"soak {at:5.0f}s: worker RSS "
-                + ", ".join(f"{(r or 0) / 1024:.1f}" for r in rss)
-                + " MiB"
-            )
+            if len(samples) % 6 == 1:
+                say(
+                    f"soak {at:5.0f}s: worker RSS "
+                    + ", ".join(f"{(r or 0) / 1024:.1f}" for r in rss)
+                    + " MiB"
+                )
             next_sample[0] += interval
 
-        source = event_source(bench.scale.flows, 8_000_000, 400)
-        paced = paced_emit(bench, rate, seconds, source, tick=sample)
-        emitted = int(paced["events"])
+        tasks, _ = tasks_for(bench, "pipeline", rate, seconds, seed=9, record=False)
+        started = time.time()
+        _, results = engines.run(tasks, tick=sample)
+        bench.wait_for(bench.pipeline_done, workers, 0.05, RUN_TIMEOUT_SECONDS, "soak drain")
         next_sample[0] = 0.0
-        sample(time.perf_counter() - start)  # the last one, at the end of the run
-        bench.wait_for(bench.pipeline_done, workers)
-        elapsed = time.perf_counter() - start
+        sample(time.time() - started)  # the last one, after the drain
+        elapsed = time.time() - started
         peak = workers.peak_rss_kib()
-    bench.soak = _soak_summary(samples, rate, emitted, elapsed, peak, count, batch)
-    verdict = {True: "flat", False: "GREW", None: "not judged"}[bench.soak["flat"]]
-    say(f"soak: RSS {verdict} ({bench.soak['verdict']})")
+    emitted = sum(r.emitted for r in results)
+    stored, _ = count_rows(bench.conn)
+    if stored != emitted:
+        raise BenchError(f"soak: emitted {emitted} events, stored {stored}")
+    bench.results["soak"] = _soak_summary(samples, rate, emitted, elapsed, peak, count)
+    bench.results["soak"]["cost_us"] = sum(r.cost_us_sum for r in results) / max(1, emitted)
+    verdict = {True: "flat", False: "GREW", None: "not judged"}[bench.results["soak"]["flat"]]
+    say(f"soak: RSS {verdict} ({bench.results['soak']['verdict']})")
     bench.reset()
 
 
@@ -70,10 +87,9 @@ def _soak_summary(
     elapsed: float,
     peak: int | None,
     workers: int,
-    batch: int,
 ) -> dict[str, Any]:
-    """Flat = per worker, the highest RSS of the last 20% of the samples is within 2% (or
-    1 MiB) of the highest of the 20% after warm-up (the first 10%: imports, pools, caches).
+    """Flat = per worker, the highest RSS of the last 20% of the samples is within 2% of the
+    highest of the 20% after warm-up (the first 10%: imports, pools, caches).
     Also the least-squares slope of RSS after warm-up, MiB per minute."""
     n = len(samples)
     skip, width = max(1, n // 10), max(1, n // 5)
@@ -98,17 +114,14 @@ def _soak_summary(
                 slope = cov / var * 60 / 1024  # KiB/s → MiB/min
         slopes.append(slope)
     judged = n >= 3
-    flat = judged and all(
-        (b - a) * 1024 <= max(RSS_FLAT_MIN_BYTES, RSS_FLAT_TOLERANCE * a * 1024)
-        for a, b in zip(early, late, strict=True)
-    )
+    flat = judged and all(b - a <= RSS_FLAT_TOLERANCE * a for a, b in zip(early, late, strict=True))
     verdict = "; ".join(
         f"worker {i}: {a / 1024:.1f} → {b / 1024:.1f} MiB ({slope:+.2f} MiB/min)"
         for i, (a, b, slope) in enumerate(zip(early, late, slopes, strict=True))
     )
     return {
         "workers": workers,
-        "batch_size": batch,
+        "growth": [(b - a) / a if a else None for a, b in zip(early, late, strict=True)],
         "seconds": elapsed,
         "offered_events_per_s": rate,
         "events": emitted,

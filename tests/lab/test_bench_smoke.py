@@ -1,5 +1,6 @@
-"""`chem-persistence bench` on a tiny configuration: it runs every scenario, writes its JSON and
-Markdown with a row for each, and leaves neither its database nor its Redis keys behind.
+"""`chem-persistence bench` on a tiny configuration: it runs every scenario, writes its JSON,
+Markdown and PNG with a row for each, judges every target, and leaves neither its database nor
+its Redis keys behind.
 
 A smoke test of the harness, not a benchmark: no timing is asserted (CHEM_BENCH_SCALE shrinks
 every event count and duration).
@@ -14,10 +15,10 @@ import psycopg
 import pytest
 import redis
 
-from lab.bench import BATCH_SIZES, SCALE_ENV, WORKER_COUNTS, run_bench
+from lab.bench import PIPELINE_FLOWS, QUICK, SCALE_ENV, run_bench
 from lab.bench.codec import KEYS as CODEC_KEYS
 
-TINY_SCALE = "0.02"
+TINY_SCALE = "0.03"
 CEILING_KEYS = {
     "a.copy.events",
     "a.copy",
@@ -29,12 +30,7 @@ CEILING_KEYS = {
 
 
 def expected_keys() -> set[str]:
-    pipeline = {
-        f"d.{mode}.w{w}.b{b}"
-        for mode in ("backlog", "sustained")
-        for w in WORKER_COUNTS
-        for b in BATCH_SIZES
-    }
+    pipeline = {f"d.{mode}.f{f}" for mode in ("backlog", "sustained") for f in PIPELINE_FLOWS}
     return CEILING_KEYS | {"b.sync", "c.naive", "replay", *CODEC_KEYS} | pipeline
 
 
@@ -60,33 +56,40 @@ def test_bench_writes_every_scenario_and_cleans_up(
     assert run_bench(quick=True, soak=False, output_dir=tmp_path, as_json=False) == 0
 
     report = json.loads((tmp_path / "bench-quick.json").read_text())
+    assert (tmp_path / "bench-quick.png").stat().st_size > 0
     rows = {s["key"]: s for s in report["scenarios"]}
     assert set(rows) == expected_keys()
     for key, row in rows.items():
-        assert len(row["runs"]) == report["meta"]["runs_per_scenario"] >= 3, key
+        assert len(row["runs"]) == report["meta"]["runs_per_scenario"], key
         assert all(rate > 0 for rate in row["runs"]), key
         assert row["ping_us"] > 0, key
-    assert {(c["workers"], c["batch_size"]) for c in report["pipeline"]} == {
-        (w, b) for w in WORKER_COUNTS for b in BATCH_SIZES
-    }
-    for config in report["pipeline"]:
-        latency = config["latency"]
-        assert latency["events"] > 0 and latency["p99_ms"] >= latency["p50_ms"] > 0
-        assert config["peak_rss_kib"] > 0
-    assert {"emit", "encode", "send", "emit_many", "send_many", "raw_rpush"} <= set(
-        report["producer"]
-    )
-    assert [t["met"] for t in report["targets"]][-1] is None  # the soak was not asked for
+
+    trickle = report["trickle"]
+    for mode in ("pipeline", "sync"):
+        by_rate = {r["rate"] for r in trickle["rates"][mode]}
+        assert set(map(float, QUICK.trickle_rates)) <= by_rate, mode
+        for rate in trickle["rates"][mode]:
+            assert rate["emitted"] > 0 and 0 <= rate["durable_share"] <= 1
+            assert rate["p99_ms"] >= rate["p50_ms"] > 0 and rate["cost_us"] > 0
+    assert {"emit", "encode", "raw_evalsha", "ping"} <= set(report["producer"])
+    memory = report["redis_memory"]
+    assert memory["flows"] == max(PIPELINE_FLOWS) and memory["used_memory_filled"] > 0
+
+    names = [t["target"] for t in report["targets"]]
+    assert any(n.startswith("trickle: highest rate") for n in names)
+    assert any(n.startswith("trickle: emit→durable p99") for n in names)
+    assert any(n.startswith("emit vs one raw EVALSHA") for n in names)
+    assert any(n.startswith("Redis memory") for n in names)
+    soak = next(t for t in report["targets"] if "RSS" in t["target"])
+    assert soak["met"] is None  # the soak was not asked for
 
     markdown = (tmp_path / "bench-quick.md").read_text()
-    printed = capsys.readouterr().out
-    assert printed == markdown
+    assert capsys.readouterr().out == markdown
     for row in rows.values():
         assert f"| {row['config']} |" in markdown
-    assert markdown.count("| (d) pipeline: backlog drain |") == len(WORKER_COUNTS) * len(
-        BATCH_SIZES
-    )
-    assert markdown.count("| (d) pipeline: sustained") == len(WORKER_COUNTS) * len(BATCH_SIZES)
+    for target in report["targets"]:
+        verdict = {True: "| met |", False: "| **NOT met** |", None: "| - |"}[target["met"]]
+        assert f"| {target['target']} |" in markdown and verdict in markdown
 
     # nothing left behind: the database is dropped, the run's keys and queues are gone
     assert bench_databases(admin_url) == databases_before
