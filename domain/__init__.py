@@ -9,10 +9,9 @@ from domain.definition import (
     StepFailure,
     StepSuccess,
 )
-from domain.engine import ENGINE_VERSION, FlowEngine
+from domain.engine import ENGINE_VERSION, EngineError, FlowEngine
 from domain.errors import (
     ArtifactHashMismatch,
-    EngineError,
     InvalidKind,
     InvalidValue,
     SeqConflict,

@@ -15,9 +15,9 @@ from domain.definition import (
     StepFailure,
     StepOutcome,
 )
-from domain.errors import EngineError
 from domain.events import (
     Artifact,
+    CoreEngineError,
     FlowCompleted,
     FlowEvent,
     FlowEventKind,
@@ -34,6 +34,14 @@ from domain.replay import InMemoryFlowRepository
 from domain.store import EventStore, utc_now
 
 ENGINE_VERSION = "chem-core-py/0.1"
+
+
+class EngineError(Exception):
+    """The engine refused a command; carries the CoreEngineError the Rust engine would return."""
+
+    def __init__(self, error: CoreEngineError) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class FlowEngine:

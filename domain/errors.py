@@ -3,11 +3,7 @@ raises the same way, in memory and in PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID
-
-if TYPE_CHECKING:
-    from domain.events import CoreEngineError
 
 #: How much of an offending value a message shows.
 SHOWN_CHARS = 200
@@ -68,11 +64,3 @@ class ArtifactHashMismatch(StoreError):
         super().__init__(f"artifact body hashes to {actual}, not to its claimed hash {claimed}")
         self.claimed = claimed
         self.actual = actual
-
-
-class EngineError(Exception):
-    """The engine refused a command; carries the CoreEngineError the Rust engine would return."""
-
-    def __init__(self, error: CoreEngineError) -> None:
-        super().__init__(repr(error))
-        self.error = error

@@ -103,7 +103,8 @@ def test_migrate_an_empty_database_prints_the_redacted_url_and_the_head(
     assert result.returncode == 0, result.stderr
     head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
     assert head is not None
-    assert result.stdout.strip() == f"migrated {with_password(empty_database_url, '***')} to {head}"
+    shown = with_password(empty_database_url, "***")
+    assert result.stdout.strip() == f"migrated {shown} from an empty schema to {head}"
     assert SECRET not in result.stdout + result.stderr
     assert migrate.current(empty_database_url) == head
     with psycopg.connect(empty_database_url) as conn:
@@ -111,7 +112,7 @@ def test_migrate_an_empty_database_prints_the_redacted_url_and_the_head(
 
     again = run_cli({"DATABASE_URL": url}, "migrate")  # re-runnable: already at head
     assert again.returncode == 0, again.stderr
-    assert again.stdout == result.stdout
+    assert again.stdout.strip() == f"{shown} is already at {head}: nothing to do"
 
 
 # --- status -------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from domain.definition import (
     StepOutcome,
     StepSuccess,
 )
-from domain.engine import ENGINE_VERSION, FlowEngine
-from domain.errors import EngineError
+from domain.engine import ENGINE_VERSION, EngineError, FlowEngine
 from domain.events import (
     Artifact,
     CoreEngineError,
