@@ -219,13 +219,16 @@ class Sweeper:
                 type(poison.error).__name__,
             )
         keys = [shard.ready, shard.leased, shard.leases, shard.removed, shard.parked, shard.wake]
-        retrying = Retrying(
-            retry=retry_if_exception_type(REDIS_ERRORS),
-            stop=stop_after_delay(self.settings.lease_ttl_ms / 1000),
-            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
-            reraise=True,
-        )
-        reply = retrying(lambda: self.scripts.ack(keys=keys, args=args))
+        try:
+            reply = self.scripts.ack(keys=keys, args=args)  # no retry machinery when it works
+        except REDIS_ERRORS:
+            retrying = Retrying(
+                retry=retry_if_exception_type(REDIS_ERRORS),
+                stop=stop_after_delay(self.settings.lease_ttl_ms / 1000),
+                wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
+                reraise=True,
+            )
+            reply = retrying(lambda: self.scripts.ack(keys=keys, args=args))
         released, lost, parked = (int(x) for x in cast(list[Any], reply))
         return released, lost, parked
 

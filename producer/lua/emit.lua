@@ -14,7 +14,7 @@ if redis.call('LINDEX', queue, -1) == ARGV[#ARGV] then
 end
 redis.call('RPUSH', queue, unpack(ARGV, 5, #ARGV))
 local now = now_ms()
-if make_ready(base, flow, now) == 0 then
+if make_ready(base, flow, now, true) == 0 then
   return 0  -- already ready (a sweep was told), leased (its ack re-readies it) or parked
 end
 return want_sweep(base, now, tonumber(ARGV[3]), tonumber(ARGV[4])) or 0

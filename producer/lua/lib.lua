@@ -27,8 +27,8 @@ end
 
 -- Put a flow in ready (if it has events and is neither leased nor parked); wake a sweep.
 -- Returns 1 when the flow was added, 0 otherwise.
-local function make_ready(base, flow, now)
-  if redis.call('LLEN', flow_key(base, flow, 'q')) == 0 then
+local function make_ready(base, flow, now, known_queued)
+  if not known_queued and redis.call('LLEN', flow_key(base, flow, 'q')) == 0 then
     return 0
   end
   if redis.call('ZSCORE', base .. 'leased', flow) then
@@ -49,10 +49,10 @@ end
 -- (the caller enqueues the rq job under that id), else return false.
 local function want_sweep(base, now, queued_ttl_ms, max_sweeps)
   local sweeps = base .. 'sweeps'
-  redis.call('ZREMRANGEBYSCORE', sweeps, '-inf', now)
-  if redis.call('ZCARD', sweeps) >= max_sweeps then
-    return false
+  if redis.call('ZCOUNT', sweeps, now, '+inf') >= max_sweeps then
+    return false  -- enough sweeps alive (the common case: one command)
   end
+  redis.call('ZREMRANGEBYSCORE', sweeps, '-inf', now)  -- forget the dead ones
   -- rq job ids are [A-Za-z0-9_-]+: the shard's base with its other characters as '_'
   local id = string.gsub(base, '[^%w_-]', '_') .. 'sweep-' .. redis.call('INCR', base .. 'sweep_seq')
   redis.call('ZADD', sweeps, now + queued_ttl_ms, id)
