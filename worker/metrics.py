@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from eventlog.errors import OperationalFault, add_fault_listener
+
 EVENTS_APPENDED = Counter("chem_events_appended_total", "Events committed to PostgreSQL")
 BATCH_SIZE = Histogram(
     "chem_batch_size_events",
@@ -21,4 +23,16 @@ EMIT_TO_DURABLE_SECONDS = Histogram(
 RETRIES = Counter("chem_append_retries_total", "Transient storage errors retried", ["sqlstate"])
 DEAD_LETTERS = Counter("chem_dead_letters_total", "Events moved to dead letters", ["reason"])
 DRAINS = Counter("chem_drains_total", "Drain jobs by outcome", ["outcome"])
+OPERATIONAL_FAULTS = Counter(
+    "chem_operational_faults_total",
+    "Storage faults that are the server's to fix, never the event's (retried, never parked)",
+    ["constraint"],
+)
+
+
+def _count_fault(fault: OperationalFault) -> None:
+    OPERATIONAL_FAULTS.labels(fault.constraint).inc()
+
+
+add_fault_listener(_count_fault)
 # Backlog, pending and parked flows are gauges read from Redis at scrape time (service.py).

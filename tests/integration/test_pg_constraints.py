@@ -137,16 +137,18 @@ def test_a_duplicate_position_hits_the_idempotency_key_and_is_a_conflict(
     assert event_count(pool, flow) == 1
 
 
-def test_a_duplicate_artifact_hash_is_a_permanent_unique_violation(
+def test_a_duplicate_artifact_hash_outside_the_store_is_unexpected_never_permanent(
     pool: Pool, store: PgEventStore
 ) -> None:
+    # The store inserts artifacts with ON CONFLICT DO NOTHING: a collision here is not an
+    # event's fault, so it must never dead-letter one.
     artifact_hash = Artifact("k", {"dup": str(uuid4())}).hash
     event = store.append(uuid4(), StepFinished(0, "s", (artifact_hash,), FP), ts(0))
     assert event.log_seq is not None
     with pytest.raises(errors.UniqueViolation) as info:
         insert_artifact(pool, artifact_hash, event.log_seq)
     assert info.value.diag.constraint_name == "workflow_step_artifacts_pkey"
-    assert classify(info.value) is ErrorClass.PERMANENT
+    assert classify(info.value) is ErrorClass.UNEXPECTED
 
 
 # --- event_type -------------------------------------------------------------------------------
