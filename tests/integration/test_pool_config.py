@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 from psycopg_pool import PoolTimeout
 
 from eventlog import migrate
@@ -313,17 +312,3 @@ def test_open_errors_show_only_the_redacted_url(
     assert "postgresql://chem:***@127.0.0.1:1/chem" in str(caught.value)
     assert SECRET not in str(caught.value)
     assert SECRET not in caplog.text
-
-
-# --- The shared Redis fixtures ------------------------------------------------------------
-
-
-def test_redis_fixtures_give_a_private_flushed_db(
-    redis_url: str, redis_conn: redis.Redis, key_prefix: str
-) -> None:
-    db = int(redis_url.rsplit("/", 1)[1])
-    assert 1 <= db <= 15
-    assert redis_conn.connection_pool.connection_kwargs["db"] == db
-    assert redis_conn.dbsize() == 0
-    redis_conn.set(f"{key_prefix}:probe", "1")
-    assert key_prefix.startswith("chemtest")
