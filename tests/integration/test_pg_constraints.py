@@ -336,6 +336,18 @@ def test_artifact_bodies_are_stored_and_missing_bodies_are_unknown_null(
         None,
         event.log_seq,
     )
+    # psycopg reads JSON null and SQL NULL both as None: ask the server which one is stored
+    kinds = fetch(
+        pool,
+        "SELECT artifact_hash, metadata IS NULL, jsonb_typeof(metadata)"
+        " FROM workflow_step_artifacts WHERE artifact_hash = ANY(%s)",
+        ([with_meta.hash, no_meta.hash, bodiless],),
+    )
+    assert dict((h, (is_null, typ)) for h, is_null, typ in kinds) == {
+        with_meta.hash: (False, "object"),
+        no_meta.hash: (True, None),  # SQL NULL, not JSON null
+        bodiless: (True, None),
+    }
     assert store.count_artifacts([flow]) == 3
     stored = store.artifact(with_meta.hash)
     assert stored is not None
