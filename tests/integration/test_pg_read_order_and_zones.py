@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 from uuid import UUID
@@ -46,6 +47,7 @@ def with_options(url: str, options: str) -> str:
     return f"{url}{separator}options={quote(options)}"
 
 
+@contextmanager
 def store_pool(url: str) -> Iterator[Pool]:
     settings = DatabaseSettings(url=url, min_connections=1, max_connections=1)
     pool = open_pool(settings, migrate=False, name="chem-test-read")
@@ -58,9 +60,10 @@ def store_pool(url: str) -> Iterator[Pool]:
 @pytest.fixture
 def heap_order_pool(database_url: str) -> Iterator[Pool]:
     """Sequential scans only: rows come back in their physical order unless sorted."""
-    yield from store_pool(
+    with store_pool(
         with_options(database_url, "-c enable_indexscan=off -c enable_bitmapscan=off")
-    )
+    ) as pool:
+        yield pool
 
 
 def write_out_of_order(database_url: str, flow: UUID) -> list[FlowEvent]:
@@ -114,7 +117,7 @@ def test_timestamps_come_back_in_utc_from_a_session_in_another_zone(
     flow = uuid.uuid4()
     wanted = events(flow)
     PgEventStore(pool).append_batch(flow, wanted)
-    for zoned_pool in store_pool(with_options(database_url, f"-c TimeZone={zone}")):
+    with store_pool(with_options(database_url, f"-c TimeZone={zone}")) as zoned_pool:
         with zoned_pool.connection() as conn:
             shown = conn.execute("SHOW TimeZone").fetchone()
         assert shown == (zone,)  # the precondition: this session is not in UTC
@@ -123,3 +126,21 @@ def test_timestamps_come_back_in_utc_from_a_session_in_another_zone(
     assert [e.ts.utcoffset() for e in got] == [timedelta(0)] * len(wanted)  # ...read as UTC
     assert [e.ts.isoformat() for e in got] == [e.ts.isoformat() for e in wanted]
     assert all(e.ts.tzinfo is UTC for e in got)
+
+
+def test_a_naive_timestamp_is_refused_and_nothing_is_stored(pool: Pool) -> None:
+    # Without the check the server would read it in its session's TimeZone: a silent shift.
+    store = PgEventStore(pool)
+    flow = uuid.uuid4()
+    naive = datetime(2024, 9, 1, 12, 0)
+    with pytest.raises(ValueError, match="no time zone"):
+        store.append(flow, FlowInitialized("a" * 64, 1), naive)
+    with pytest.raises(ValueError, match=r"events\[1\]\.ts"):
+        store.append_batch(
+            flow,
+            [
+                FlowEvent(0, flow, FlowInitialized("a" * 64, 1), T0),
+                FlowEvent(1, flow, StepStarted(0, "acquire"), naive),
+            ],
+        )
+    assert store.list(flow) == []
