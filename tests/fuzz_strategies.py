@@ -54,6 +54,7 @@ from tests.strategies import (
     hashes,
     identifiers,
     json_values,
+    same_json,
     texts,
     timestamps,
 )
@@ -644,14 +645,36 @@ class Fate:
     event: FlowEvent | None = None
 
 
+#: Entries that cannot be an envelope, whatever the decoder says: no decoder in the oracle.
+NEVER_ENVELOPES = frozenset({"random-bytes", "random-json", "truncated", "non-utf8", "deep"})
+
+
 def expected_fate(flow: FuzzFlow) -> Fate:
-    """The reference semantics: decode_envelope, the drainer's flow check, then the store's
-    rules (a gap, a different event at an occupied position, an artifact body that does not
-    hash to its claimed hash)."""
+    """The reference semantics: the entry decodes (see below), the drainer's flow check, then
+    the store's rules (a gap, a different event at an occupied position, an artifact body that
+    does not hash to its claimed hash).
+
+    The oracle does not take the decoder's word for it (that would make the decoder its own
+    judge): an entry made to be garbage must be refused, and an entry the decoder accepts must
+    be, type for type, the JSON the encoder writes for what it decoded (extra top-level keys
+    aside: the envelope ignores them) — a strict decoder accepts nothing else."""
+    if flow.how in NEVER_ENVELOPES:
+        return Fate("InvalidEvent")
     try:
         event, bodies = decode_envelope(flow.entry)
     except InvalidEvent:
         return Fate("InvalidEvent")
+    canonical = json.loads(encode_envelope(event, tuple(bodies.values())))
+    accepted = json.loads(flow.entry)
+    if isinstance(accepted, dict):
+        # keys of a later envelope version are ignored; no bodies and an empty list are one
+        accepted = {k: v for k, v in accepted.items() if k in canonical or k == "artifacts"}
+        if accepted.get("artifacts") == [] and "artifacts" not in canonical:
+            del accepted["artifacts"]
+    assert same_json(accepted, canonical), (
+        f"the decoder accepted {flow.how!r}, which is not what the encoder writes for "
+        f"{event!r}:\n{accepted!r}\n!=\n{canonical!r}"
+    )
     if event.flow_id != flow.flow_id:
         return Fate("InvalidEvent")
     if event.seq > flow.position:
