@@ -742,7 +742,17 @@ def check_drain(
     [raw] = dead
     record = json.loads(raw)
     assert record["reason"] == fate.reason, record
-    assert record["error"]
+    # the error says what is wrong, in the words of the refusal it records
+    expected_words = {
+        "SeqGap": f"flow {flow.flow_id}: event at position",
+        "SeqConflict": f"flow {flow.flow_id}: a different event is already stored at position",
+        "ArtifactHashMismatch": "not to its claimed hash",
+        "InvalidEvent": ": ",
+    }[fate.reason]
+    assert expected_words in record["error"], record
+    # ...and names the position the entry claimed (none when it could not be read)
+    expected_position = None if fate.reason == "InvalidEvent" else json.loads(flow.entry)["seq"]
+    assert record["position"] == expected_position, record
     assert entry_of(record) == flow.entry
     parked = cast(bytes, redis.get(keys.parked(fid)))
     assert parked.decode().startswith(fate.reason)
