@@ -38,6 +38,7 @@ MUTATIONS_FILE = Path(__file__).resolve().with_name("mutations.toml")
 #: Sources a mutation may change (the queue protocol files are not listed here yet).
 ALLOWED_PREFIXES = ("domain/", "eventlog/", "migrations/", "worker/service.py")
 TIMEOUT_S = 900
+STOP_GRACE_S = 30
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "--no-header")
 #: pytest's exit status for "tests ran and some failed".
 TESTS_FAILED = 1
@@ -137,20 +138,36 @@ def run_tests(copy: Path, tests: Sequence[str]) -> tuple[int | None, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy), env.get("PYTHONPATH", "")) if p)
     env.pop("PYTEST_ADDOPTS", None)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests],
-            cwd=copy,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+        stdout, _ = child.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        stop(child)
         return None, f"timed out after {TIMEOUT_S}s"
-    tail = [line for line in done.stdout.splitlines() if line.strip()][-1:] or [""]
-    return done.returncode, tail[0]
+    except BaseException:
+        stop(child)  # interrupted: let pytest tear down (it gives its Redis DB back) first
+        raise
+    tail = [line for line in stdout.splitlines() if line.strip()][-1:] or [""]
+    return child.returncode, tail[0]
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    """Interrupt ``child`` as Ctrl-C would, so that its fixtures clean up; kill it if it
+    has not ended within STOP_GRACE_S."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.communicate(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
 
 
 def check_imports_from(copy: Path) -> None:
