@@ -24,7 +24,7 @@ from eventlog.config import (
 from eventlog.pool import Pool, PoolOpenError, open_pool
 
 SECRET = "topsecret"
-BACKEND_EXIT_WAIT_S = 5.0
+BACKEND_EXIT_WAIT_S = 30.0  # a generous deadline: the condition is polled, not slept on
 
 # --- Parsing ------------------------------------------------------------------------------
 
