@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,33 @@ def drop_database(admin_url: str, url: str) -> None:
     _created_databases.discard(name)
 
 
+#: This session's own temporary root (None when --basetemp was given).
+_own_basetemp: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session a temporary root of its own instead of the user-wide
+    ``/tmp/pytest-of-<user>``: the embedded servers open up, and later restore, the modes of
+    every folder above their data, and a folder shared with other sessions would be closed
+    under their feet (or theirs under ours)."""
+    global _own_basetemp
+    if config.option.basetemp is None:
+        _own_basetemp = Path(tempfile.mkdtemp(prefix="chem-pytest-"))
+        config.option.basetemp = str(_own_basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Ours alone (a fresh mkdtemp): removed after a green run, kept for a look otherwise.
+    status = getattr(config, "_chem_exitstatus", None)
+    if _own_basetemp is None or not _own_basetemp.exists():
+        return
+    empty = not any(p.is_file() for p in _own_basetemp.rglob("*"))
+    if status == pytest.ExitCode.OK or empty:
+        shutil.rmtree(_own_basetemp, ignore_errors=True)
+    else:
+        print(f"\ntemporary files of this run kept in {_own_basetemp}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.path)).resolve()
@@ -205,6 +234,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 red=True,
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config._chem_exitstatus = session.exitstatus  # type: ignore[attr-defined]
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
