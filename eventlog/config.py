@@ -12,6 +12,20 @@ Variables (an empty variable counts as unset):
   above the maximum is clamped to the maximum, with a warning.
 - ``CHEM_NO_ARTIFACT_INSERT``: ``1``/``true``/``yes``/``on`` skip the artifact rows of
   ``StepFinished`` events; ``0``/``false``/``no``/``off`` (default) insert them.
+- ``DATABASE_LOCK_TIMEOUT_MS`` (default 5000), ``DATABASE_STATEMENT_TIMEOUT_MS`` (default
+  10000), ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS`` (default 15000): the server-side limits
+  of every pool connection (``lock_timeout``, ``statement_timeout``,
+  ``idle_in_transaction_session_timeout``), integers >= 0, ``0`` meaning no limit. All three
+  stay below a drainer's Redis lock TTL (``CHEM_LOCK_TTL_MS``, 30 s by default): a backend
+  stuck on, or holding, a flow's advisory lock is cut off before the flow's lease runs out.
+- ``DATABASE_KEEPALIVES_IDLE_S`` (default 10), ``DATABASE_KEEPALIVES_INTERVAL_S`` (default 5),
+  ``DATABASE_KEEPALIVES_COUNT`` (default 3): TCP keepalives of every pool connection (idle
+  seconds before the first probe, seconds between probes, lost probes before the connection
+  is dropped): a vanished server host is noticed in about 25 s, not after the kernel's 2 h;
+  ``0`` leaves that one to the operating system.
+
+A parameter the URL sets itself (``?keepalives_idle=...``, or ``-c lock_timeout=...`` in
+``options``) wins over these settings.
 
 Passwords never leave this module in clear: errors and log lines show ``redact_url(url)``,
 and ``DatabaseSettings``' repr does too.
@@ -35,6 +49,12 @@ ENV_DATABASE_URL = "DATABASE_URL"
 ENV_MIN_CONNECTIONS = "DATABASE_MIN_CONNECTIONS"
 ENV_MAX_CONNECTIONS = "DATABASE_MAX_CONNECTIONS"
 ENV_NO_ARTIFACT_INSERT = "CHEM_NO_ARTIFACT_INSERT"
+ENV_LOCK_TIMEOUT_MS = "DATABASE_LOCK_TIMEOUT_MS"
+ENV_STATEMENT_TIMEOUT_MS = "DATABASE_STATEMENT_TIMEOUT_MS"
+ENV_IDLE_IN_TRANSACTION_TIMEOUT_MS = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS"
+ENV_KEEPALIVES_IDLE_S = "DATABASE_KEEPALIVES_IDLE_S"
+ENV_KEEPALIVES_INTERVAL_S = "DATABASE_KEEPALIVES_INTERVAL_S"
+ENV_KEEPALIVES_COUNT = "DATABASE_KEEPALIVES_COUNT"
 
 #: The local server of ``make services``, database ``chem``, connecting as the OS user.
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/chem"
@@ -43,6 +63,15 @@ DEFAULT_MIN_CONNECTIONS = 2
 #: Connections the pool may open at most (PostgreSQL's own default max_connections is 100).
 DEFAULT_MAX_CONNECTIONS = 16
 DEFAULT_NO_ARTIFACT_INSERT = False
+#: Longest wait for a lock (the flow's advisory lock above all) before 55P03, retried.
+DEFAULT_LOCK_TIMEOUT_MS = 5_000
+#: Longest a single statement may run before 57014.
+DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
+#: A session idle inside a transaction this long is ended by the server (its locks go with it).
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+DEFAULT_KEEPALIVES_IDLE_S = 10
+DEFAULT_KEEPALIVES_INTERVAL_S = 5
+DEFAULT_KEEPALIVES_COUNT = 3
 
 #: The scheme every accepted URL is normalized to (the one libpq and psycopg understand).
 CANONICAL_SCHEME = "postgresql"
@@ -195,10 +224,20 @@ class DatabaseSettings:
     min_connections: int = DEFAULT_MIN_CONNECTIONS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     no_artifact_insert: bool = DEFAULT_NO_ARTIFACT_INSERT
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
+    idle_in_transaction_timeout_ms: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
+    keepalives_idle_s: int = DEFAULT_KEEPALIVES_IDLE_S
+    keepalives_interval_s: int = DEFAULT_KEEPALIVES_INTERVAL_S
+    keepalives_count: int = DEFAULT_KEEPALIVES_COUNT
 
     def __post_init__(self) -> None:
         # Direct construction gets the same checks as from_env, naming the fields instead.
         object.__setattr__(self, "url", normalize_url(self.url, variable="url"))
+        for field in _LIMIT_VARIABLES:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{field}={value!r}: must be an integer >= 0")
         clamped = _check_sizes(
             self.min_connections, self.max_connections, "min_connections", "max_connections"
         )
@@ -208,8 +247,42 @@ class DatabaseSettings:
         return (
             f"DatabaseSettings(url={self.redacted_url!r}, "
             f"min_connections={self.min_connections}, max_connections={self.max_connections}, "
-            f"no_artifact_insert={self.no_artifact_insert})"
+            f"no_artifact_insert={self.no_artifact_insert}, "
+            f"lock_timeout_ms={self.lock_timeout_ms}, "
+            f"statement_timeout_ms={self.statement_timeout_ms}, "
+            f"idle_in_transaction_timeout_ms={self.idle_in_transaction_timeout_ms}, "
+            f"keepalives_idle_s={self.keepalives_idle_s}, "
+            f"keepalives_interval_s={self.keepalives_interval_s}, "
+            f"keepalives_count={self.keepalives_count})"
         )
+
+    def connection_kwargs(self) -> dict[str, str]:
+        """libpq parameters every pool connection opens with: the session limits (as
+        ``options``) and the TCP keepalives. A parameter the URL sets itself is left to it."""
+        in_url = conninfo_to_dict(self.url)
+        kwargs: dict[str, str] = {}
+        keepalives = {
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle_s,
+            "keepalives_interval": self.keepalives_interval_s,
+            "keepalives_count": self.keepalives_count,
+        }
+        # 0: the operating system's default for that one.
+        kwargs.update({k: str(v) for k, v in keepalives.items() if k not in in_url and v})
+        limits = {
+            "lock_timeout": self.lock_timeout_ms,
+            "statement_timeout": self.statement_timeout_ms,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout_ms,
+        }
+        url_options = str(in_url.get("options", ""))
+        ours = " ".join(
+            f"-c {name}={value}" for name, value in limits.items() if name not in url_options
+        )
+        # Startup options apply before the first statement; the URL's own come last (they win).
+        options = " ".join(part for part in (ours, url_options) if part)
+        if options:
+            kwargs["options"] = options
+        return kwargs
 
     @property
     def redacted_url(self) -> str:
@@ -227,6 +300,10 @@ class DatabaseSettings:
         max_size = _parse_int(
             ENV_MAX_CONNECTIONS, env.get(ENV_MAX_CONNECTIONS, ""), DEFAULT_MAX_CONNECTIONS, 1
         )
+        limits = {
+            field: _parse_int(variable, env.get(variable, ""), default, 0)
+            for field, (variable, default) in _LIMIT_VARIABLES.items()
+        }
         return cls(
             url=url,
             min_connections=_check_sizes(
@@ -238,4 +315,19 @@ class DatabaseSettings:
                 env.get(ENV_NO_ARTIFACT_INSERT, ""),
                 DEFAULT_NO_ARTIFACT_INSERT,
             ),
+            **limits,
         )
+
+
+#: The limit fields of DatabaseSettings: their variable and default.
+_LIMIT_VARIABLES: dict[str, tuple[str, int]] = {
+    "lock_timeout_ms": (ENV_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS),
+    "statement_timeout_ms": (ENV_STATEMENT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS),
+    "idle_in_transaction_timeout_ms": (
+        ENV_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+        DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    ),
+    "keepalives_idle_s": (ENV_KEEPALIVES_IDLE_S, DEFAULT_KEEPALIVES_IDLE_S),
+    "keepalives_interval_s": (ENV_KEEPALIVES_INTERVAL_S, DEFAULT_KEEPALIVES_INTERVAL_S),
+    "keepalives_count": (ENV_KEEPALIVES_COUNT, DEFAULT_KEEPALIVES_COUNT),
+}

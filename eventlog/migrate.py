@@ -1,6 +1,6 @@
 """Schema migrations, driven from Python: alembic with the repository's ``migrations/``.
 
-The schema is defined only by ``migrations/versions`` (explicit SQL, revisions 0001..0006).
+The schema is defined only by ``migrations/versions`` (explicit SQL, revisions 0001..0007).
 Every migrator, the ``alembic`` command included, first takes a session-level
 ``pg_advisory_lock(MIGRATION_LOCK_KEY)`` (see ``migrations/env.py``): processes that start
 together queue on it, the first one migrates, the others then find the database at head and do

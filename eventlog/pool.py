@@ -42,7 +42,9 @@ def open_pool(
     PoolOpenError telling to run ``chem-persistence migrate`` as the owner.
 
     The pool holds ``settings.min_connections`` connections when this returns, never opens more
-    than ``settings.max_connections``, and checks a connection before lending it. Connections
+    than ``settings.max_connections``, and checks a connection before lending it. Each one runs
+    with ``lock_timeout``, ``statement_timeout``, ``idle_in_transaction_session_timeout`` and TCP
+    keepalives from the settings (``DatabaseSettings.connection_kwargs``). Connections
     are not in autocommit: every ``with pool.connection() as conn:`` block is one transaction.
     Raises PoolOpenError (a psycopg.OperationalError) if the database does not answer; its
     message shows the URL with the password redacted.
@@ -65,21 +67,24 @@ def open_pool(
                 "run `chem-persistence migrate` with the owner's DATABASE_URL first"
             ) from exc
 
-    kwargs: dict[str, object] = {"autocommit": False}
-    conninfo = conninfo_to_dict(settings.url)
-    if "application_name" not in conninfo:
+    # Every connection opens with the session limits and keepalives of the settings: a lock
+    # wait, a statement, an idle transaction and a dead peer all end well before a flow's lease.
+    kwargs: dict[str, object] = {"autocommit": False, **settings.connection_kwargs()}
+    in_url = conninfo_to_dict(settings.url)
+    if "application_name" not in in_url:
         kwargs["application_name"] = name
-    if "options" not in conninfo:
+    if "timezone" not in str(in_url.get("options", "")).lower():
         # Sessions in UTC: psycopg then returns timestamptz values in datetime.UTC, which is
         # what reads give back, without converting every row (the instants are unchanged).
-        kwargs["options"] = "-c TimeZone=UTC"
+        kwargs["options"] = f"-c TimeZone=UTC {kwargs.get('options', '')}".strip()
     pool: Pool = ConnectionPool(
         settings.url,
         kwargs=kwargs,
         min_size=settings.min_connections,
         max_size=settings.max_connections,
         name=name,
-        check=ConnectionPool.check_connection,
+        # No check on every checkout (a round trip per transaction): a broken connection
+        # fails its statement, which is classified transient and retried on a fresh one.
         open=False,
     )
     try:
@@ -91,11 +96,15 @@ def open_pool(
             f"{shown} within {open_timeout:g}s (is the server up and the URL right?)"
         ) from exc
     logger.info(
-        "pool %r open on %s (min %d, max %d connections)",
+        "pool %r open on %s (min %d, max %d connections; lock/statement/idle-in-transaction "
+        "timeouts %d/%d/%d ms)",
         name,
         shown,
         settings.min_connections,
         settings.max_connections,
+        settings.lock_timeout_ms,
+        settings.statement_timeout_ms,
+        settings.idle_in_transaction_timeout_ms,
         extra={"action": "pool_open"},
     )
     return pool

@@ -20,7 +20,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from eventlog.errors import classify, is_retryable, sqlstate_of
+from eventlog.errors import classify, is_retryable, report_fault, sqlstate_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +44,18 @@ class RetryPolicy:
         fn: Callable[[], T],
         on_retry: Callable[[BaseException], None] | None = None,
     ) -> T:
-        """Run ``fn``, retrying transient errors; re-raise the last error when out of budget."""
+        """Run ``fn``, retrying transient errors; re-raise the last error when out of budget.
+
+        Every failed attempt that is an operational fault (``errors.report_fault``) is logged
+        at ERROR and reported to the fault listeners, the last one included.
+        """
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                report_fault(exc, what)
+                raise
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -72,4 +83,4 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(fn)
+        return retrying(attempt)

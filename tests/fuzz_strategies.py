@@ -32,6 +32,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 
 from domain.canonical import is_hash
+from domain.codec import encode_kind
 from domain.errors import StoreError
 from domain.events import (
     Artifact,
@@ -59,6 +60,7 @@ from tests.strategies import (
     forced,
     hashes,
     json_values,
+    same_json,
     texts,
     timestamps,
 )
@@ -664,14 +666,46 @@ class Fate:
     event: FlowEvent | None = None
 
 
+def _check_decoded(flow: FuzzFlow, event: FlowEvent, bodies: dict[str, Artifact]) -> None:
+    """The decoded event is what the accepted entry says, field by field, as the standard
+    library reads it (types strict: a position is an int, not a float or a bool)."""
+    data = json.loads(flow.entry)
+    assert isinstance(data, dict), f"the decoder accepted a {type(data).__name__} ({flow.how})"
+    seq = data.get("seq")
+    assert type(seq) is int and event.seq == seq, (flow.how, seq, event.seq)
+    assert event.flow_id == UUID(str(data.get("flow_id"))), (flow.how, data.get("flow_id"))
+    ts = datetime.fromisoformat(str(data.get("ts")))
+    assert ts.utcoffset() is not None and event.ts == ts, (flow.how, data.get("ts"))
+    assert event.event_type == data.get("event_type"), (flow.how, data.get("event_type"))
+    assert same_json(encode_kind(event.kind), data.get("payload")), (flow.how, event.kind)
+    sent = {item["hash"]: item for item in data.get("artifacts") or []}
+    for artifact_hash, body in bodies.items():
+        item = sent[artifact_hash]
+        assert (body.kind, body.hash) == (item["kind"], artifact_hash), flow.how
+        assert same_json(body.payload, item["payload"]), flow.how
+        assert same_json(body.metadata, item["metadata"]), flow.how
+
+
+#: Entries that cannot be an envelope, whatever the decoder says: no decoder in the oracle.
+NEVER_ENVELOPES = frozenset({"random-bytes", "random-json", "truncated", "non-utf8", "deep"})
+
+
 def expected_fate(flow: FuzzFlow) -> Fate:
-    """The reference semantics: decode_envelope, the sweep's flow check, then the store's
-    rules (a gap, a different event at an occupied position, an artifact body that does not
-    hash to its claimed hash)."""
+    """The reference semantics: the entry decodes (see below), the sweep's flow check, then
+    the store's rules (a gap, a different event at an occupied position, an artifact body that
+    does not hash to its claimed hash).
+
+    The oracle does not take the decoder's word for it (that would make the decoder its own
+    judge): an entry made to be garbage must be refused, and what the decoder makes of an
+    entry it accepts must be what the entry says, read without the decoder
+    (``_check_decoded``)."""
+    if flow.how in NEVER_ENVELOPES:
+        return Fate("InvalidEvent")
     try:
         event, bodies = decode_envelope(flow.entry)
     except InvalidEvent:
         return Fate("InvalidEvent")
+    _check_decoded(flow, event, bodies)
     if event.flow_id != flow.flow_id:
         return Fate("InvalidEvent")
     if event.seq > flow.position:
@@ -752,7 +786,17 @@ def check_sweep(
     [raw] = dead
     record = json.loads(raw)
     assert record["reason"] == fate.reason, record
-    assert record["error"]
+    # the error says what is wrong, in the words of the refusal it records
+    expected_words = {
+        "SeqGap": f"flow {flow.flow_id}: event at position",
+        "SeqConflict": f"flow {flow.flow_id}: a different event is already stored at position",
+        "ArtifactHashMismatch": "not to its claimed hash",
+        "InvalidEvent": ": ",
+    }[fate.reason]
+    assert expected_words in record["error"], record
+    # ...and names the position the entry claimed (none when it could not be read)
+    expected_position = None if fate.reason == "InvalidEvent" else json.loads(flow.entry)["seq"]
+    assert record["position"] == expected_position, record
     assert entry_of(record) == flow.entry
     reason = cast(bytes, redis.get(shard.reason(fid)))
     assert reason.decode().startswith(fate.reason)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from eventlog.errors import OperationalFault, add_fault_listener
+
 EVENTS_APPENDED = Counter("chem_events_appended_total", "Events committed to PostgreSQL")
 BATCH_SIZE = Histogram(
     "chem_batch_size_events",
@@ -27,4 +29,16 @@ RETRIES = Counter("chem_append_retries_total", "Transient storage errors retried
 DEAD_LETTERS = Counter("chem_dead_letters_total", "Events moved to dead letters", ["reason"])
 CYCLES = Counter("chem_sweep_cycles_total", "Sweep cycles by outcome", ["outcome"])
 REAPED = Counter("chem_leases_reaped_total", "Expired leases put back to ready")
+OPERATIONAL_FAULTS = Counter(
+    "chem_operational_faults_total",
+    "Storage faults that are the server's to fix, never the event's (retried, never parked)",
+    ["constraint"],
+)
+
+
+def _count_fault(fault: OperationalFault) -> None:
+    OPERATIONAL_FAULTS.labels(fault.constraint).inc()
+
+
+add_fault_listener(_count_fault)
 # Backlog, ready, leased and parked flows and sweeps are gauges read at scrape time (service.py).

@@ -7,6 +7,7 @@ Every process started here is stopped by the code that started it, by its own ha
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -204,6 +205,24 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
         "-out", files["server.crt"], "-extfile", ext,
     )  # fmt: skip
     return files
+
+
+def redis_tls_unsupported(directory: Path) -> str | None:
+    """Why the ``redis-server`` on PATH cannot serve TLS, or None when it can.
+
+    Asked explicitly, not guessed from an error: a plain private server of that binary is
+    started and asked ``CONFIG GET tls-port``; a build without TLS does not know the setting.
+    """
+    with redis_server(directory, secrets.token_hex(8)) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            known = client.config_get("tls-port")
+            version = client.info("server").get("redis_version")
+        finally:
+            client.close()
+    if "tls-port" not in known:
+        return f"redis-server {version} was built without TLS (it has no tls-port setting)"
+    return None
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""Least privilege (revision 0006): a worker logging in as a member of chem_app drains events
-into PostgreSQL and can do nothing else to them.
+"""Least privilege (revisions 0006 and 0007): a worker logging in as a member of chem_app drains
+events into PostgreSQL and can do nothing else to them, not even choose an event's ``seq``.
 
 Each test gets a fresh migrated database and a LOGIN role of its own, ``IN ROLE chem_app``,
 dropped at the end (roles are cluster-wide; chem_app itself stays, other databases use it).
@@ -20,6 +20,7 @@ import redis
 from alembic import command
 from psycopg import errors, sql
 
+from domain.events import FlowInitialized, StepStarted
 from eventlog import migrate
 from eventlog.config import DatabaseSettings
 from eventlog.pool import PoolOpenError, open_pool
@@ -35,9 +36,14 @@ from tests.integration.security_helpers import (
 APP_ROLE = "chem_app"
 TABLES = ("event_log", "workflow_step_artifacts")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+#: The columns of event_log chem_app may INSERT (0007): every one but seq.
+INSERT_COLUMNS = ("flow_id", "flow_seq", "ts", "event_type", "payload")
 #: (object, privilege) -> granted, for chem_app in a database at head
 EXPECTED_RIGHTS = {
     **{(t, p): p in ("SELECT", "INSERT") for t in TABLES for p in TABLE_PRIVILEGES},
+    ("event_log", "INSERT"): False,  # column by column instead (0007)
+    **{(f"event_log.{c}", "INSERT"): True for c in INSERT_COLUMNS},
+    ("event_log.seq", "INSERT"): False,
     **{("alembic_version", p): p == "SELECT" for p in TABLE_PRIVILEGES},
     ("event_log_seq_seq", "USAGE"): True,
     ("event_log_seq_seq", "SELECT"): True,
@@ -57,11 +63,16 @@ def rights(url: str, role: str = APP_ROLE) -> dict[tuple[str, str], bool]:
             FROM pg_class c, aclexplode(c.relacl) a
             WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = %s::regrole
             UNION ALL
+            SELECT c.relname || '.' || att.attname, a.privilege_type
+            FROM pg_attribute att
+            JOIN pg_class c ON c.oid = att.attrelid, aclexplode(att.attacl) a
+            WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = %s::regrole
+            UNION ALL
             SELECT 'schema ' || n.nspname, a.privilege_type
             FROM pg_namespace n, aclexplode(n.nspacl) a
             WHERE n.nspname = 'public' AND a.grantee = %s::regrole
             """,
-            [role, role],
+            [role, role, role],
         ).fetchall()
     granted = {(name, privilege) for name, privilege in rows}
     return {key: key in granted for key in EXPECTED_RIGHTS} | {
@@ -130,7 +141,7 @@ def test_0006_reruns_over_an_existing_role_and_restores_exactly_its_rights(
 
     command.stamp(migrate.alembic_config(url), "0005")
     migrate.upgrade(url)  # the role exists (cluster-wide): created by whoever migrated first
-    assert migrate.current(url) == "0006"
+    assert migrate.current(url) == "0007"
     assert rights(url) == EXPECTED_RIGHTS
 
     migrate.upgrade(url)  # at head: nothing to do
@@ -159,6 +170,7 @@ def test_0006_offline_sql_creates_the_role_only_when_missing() -> None:
     assert "IF NOT EXISTS (SELECT 1 FROM pg_roles" in text
     assert f"GRANT SELECT, INSERT ON TABLE event_log, workflow_step_artifacts TO {APP_ROLE}" in text
     assert "UPDATE alembic_version SET version_num='0006'" in text
+    assert f"GRANT INSERT ({', '.join(INSERT_COLUMNS)}) ON TABLE event_log TO {APP_ROLE}" in text
 
 
 # --- a worker with least privilege ----------------------------------------------------------
@@ -234,7 +246,57 @@ def test_a_chem_app_worker_will_not_migrate_and_says_who_should(
         open_pool(settings, name="chem-test-lp").close()
     message = str(caught.value)
     assert "chem-persistence migrate" in message and "owner" in message
-    assert "0006" in message
+    assert "0007" in message
     password = urlsplit(role_url).password
     assert password and password not in message
     assert migrate.current(migrated_database_url) == "0005"  # it changed nothing
+
+
+# --- 0007: no explicit seq ------------------------------------------------------------------
+
+
+def test_0007_downgrade_gives_back_the_table_insert_and_upgrade_takes_it_again(
+    migrated_database_url: str, database_url: str
+) -> None:
+    url = migrated_database_url
+    migrate.downgrade(url, "0006")
+    assert migrate.current(url) == "0006"
+    at_0006 = rights(url)
+    assert at_0006[("event_log", "INSERT")]
+    assert not any(at_0006[(f"event_log.{c}", "INSERT")] for c in INSERT_COLUMNS)
+    assert rights(database_url) == EXPECTED_RIGHTS, "other databases keep theirs"
+    migrate.upgrade(url)
+    assert rights(url) == EXPECTED_RIGHTS
+
+
+def test_a_chem_app_login_appends_but_cannot_insert_an_explicit_seq(
+    worker_role: tuple[str, str], migrated_database_url: str
+) -> None:
+    role, role_url = worker_role
+    flow = uuid.uuid4()
+    # an explicit seq far ahead of the sequence: exactly what would break every later append
+    error = refused(
+        role_url,
+        "INSERT INTO event_log (seq, flow_id, flow_seq, event_type, payload)"
+        " VALUES (1000000, %s, 0, 'stepstarted', '{}')",
+        [flow],
+    )
+    assert isinstance(error, errors.InsufficientPrivilege), error
+    assert error.sqlstate == "42501"
+
+    # the same role appends normally: seq comes from the sequence
+    settings = DatabaseSettings(url=role_url, min_connections=1, max_connections=1)
+    with open_pool(settings, name="chem-test-lp-seq") as pool:
+        store = PgEventStore(pool)
+        kinds = [FlowInitialized("f" * 64, 1), StepStarted(0, "acquire")]
+        stored = [store.append(flow, kind) for kind in kinds]
+        assert [e.seq for e in stored] == [0, 1]
+        assert store.list(flow) == stored
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute(
+            "SELECT seq FROM event_log WHERE flow_id = %s ORDER BY flow_seq", [flow]
+        ).fetchall()
+    assert [r[0] for r in rows] == [e.log_seq for e in stored]
+    assert all(r[0] < 1000000 for r in rows)

@@ -138,16 +138,18 @@ def test_a_duplicate_position_hits_the_idempotency_key_and_is_a_conflict(
     assert event_count(pool, flow) == 1
 
 
-def test_a_duplicate_artifact_hash_is_a_permanent_unique_violation(
+def test_a_duplicate_artifact_hash_outside_the_store_is_unexpected_never_permanent(
     pool: Pool, store: PgEventStore
 ) -> None:
+    # The store inserts artifacts with ON CONFLICT DO NOTHING: a collision here is not an
+    # event's fault, so it must never dead-letter one.
     artifact_hash = Artifact("k", {"dup": str(uuid4())}).hash
     event = store.append(uuid4(), StepFinished(0, "s", (artifact_hash,), FP), ts(0))
     assert event.log_seq is not None
     with pytest.raises(errors.UniqueViolation) as info:
         insert_artifact(pool, artifact_hash, event.log_seq)
     assert info.value.diag.constraint_name == "workflow_step_artifacts_pkey"
-    assert classify(info.value) is ErrorClass.PERMANENT
+    assert classify(info.value) is ErrorClass.UNEXPECTED
 
 
 # --- event_type -------------------------------------------------------------------------------
@@ -335,6 +337,18 @@ def test_artifact_bodies_are_stored_and_missing_bodies_are_unknown_null(
         None,
         event.log_seq,
     )
+    # psycopg reads JSON null and SQL NULL both as None: ask the server which one is stored
+    kinds = fetch(
+        pool,
+        "SELECT artifact_hash, metadata IS NULL, jsonb_typeof(metadata)"
+        " FROM workflow_step_artifacts WHERE artifact_hash = ANY(%s)",
+        ([with_meta.hash, no_meta.hash, bodiless],),
+    )
+    assert dict((h, (is_null, typ)) for h, is_null, typ in kinds) == {
+        with_meta.hash: (False, "object"),
+        no_meta.hash: (True, None),  # SQL NULL, not JSON null
+        bodiless: (True, None),
+    }
     assert store.count_artifacts([flow]) == 3
     stored = store.artifact(with_meta.hash)
     assert stored is not None

@@ -21,7 +21,7 @@ from psycopg import errors
 
 from eventlog import migrate
 
-HEAD = "0006"
+HEAD = "0007"
 REPO_ROOT = Path(migrate.__file__).resolve().parent.parent
 SECRET = "topsecret"
 CLOSED_PORT_URL = f"postgresql://nobody:{SECRET}@127.0.0.1:1/nowhere"
@@ -59,6 +59,18 @@ SCHEMA_QUERIES = {
         SELECT sequencename, data_type, increment_by
         FROM pg_sequences WHERE schemaname = 'public'
         ORDER BY 1
+    """,
+    # chem_app's own rights (0006, 0007): on tables and sequences, and on single columns
+    "privileges": """
+        SELECT c.relname, NULL::text, a.privilege_type
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = 'chem_app'::regrole
+        UNION ALL
+        SELECT c.relname, att.attname::text, a.privilege_type
+        FROM pg_attribute att
+        JOIN pg_class c ON c.oid = att.attrelid, aclexplode(att.attacl) a
+        WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = 'chem_app'::regrole
+        ORDER BY 1, 2, 3
     """,
 }
 
@@ -205,7 +217,7 @@ def test_each_step_down_and_up_again(empty_database_url: str) -> None:
     url = empty_database_url
     migrate.upgrade(url)
     at_head = schema_dump(url)
-    for revision in ("0004", "0003", "0002", "0001"):
+    for revision in ("0006", "0005", "0004", "0003", "0002", "0001"):
         migrate.downgrade(url, revision)
         assert migrate.current(url) == revision
     migrate.upgrade(url)
@@ -281,8 +293,8 @@ def test_ten_processes_opening_pools_at_once_migrate_once(empty_database_url: st
         assert process.returncode == 0, err
         assert out.strip() == "done", err
     all_stderr = "".join(err for _, err in results)
-    # One process ran the five revisions; the nine others waited on the lock, found head.
-    assert all_stderr.count("Running upgrade") == 6, all_stderr
+    # One process ran the seven revisions; the nine others waited on the lock, found head.
+    assert all_stderr.count("Running upgrade") == 7, all_stderr
     assert fetch(url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
@@ -379,25 +391,29 @@ def test_plain_truncate_is_rejected_too(database_url: str) -> None:
 # --- Passwords -----------------------------------------------------------------------------
 
 
-def with_password(url: str, password: str) -> str:
+def with_password(url: str, password: str) -> tuple[str, str]:
+    """``url`` with a password, and that password: the URL's own when it has one (a server
+    that checks passwords needs the real one), else ``password`` (a trusting server ignores
+    it). Either way the test then hunts for that password in every log line and error."""
     parts = urlsplit(url)
     if parts.password is not None:
-        pytest.skip("the test server URL already carries a password")
+        return url, parts.password
     user, _, hosts = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user or 'postgres'}:{password}@{hosts}"))
+    return urlunsplit(parts._replace(netloc=f"{user or 'postgres'}:{password}@{hosts}")), password
 
 
 def test_migration_logs_and_errors_never_show_the_password(
     empty_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = with_password(empty_database_url, SECRET)  # the local server trusts, ignores it
+    url, secret = with_password(empty_database_url, SECRET)
+    assert secret
     with caplog.at_level(logging.DEBUG):
         migrate.upgrade(url)
         assert migrate.current(url) == HEAD
         with pytest.raises(psycopg.OperationalError) as caught:  # the driver's error, as is
             migrate.upgrade(CLOSED_PORT_URL)
     assert ":***@" in caplog.text
-    assert SECRET not in caplog.text
+    assert secret not in caplog.text
     assert SECRET not in str(caught.value)
 
 
@@ -410,9 +426,9 @@ def test_offline_sql_needs_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
     assert re.search(r"CREATE TABLE (IF NOT EXISTS )?event_log\b", text)
     assert re.search(r"CREATE TABLE (IF NOT EXISTS )?workflow_step_artifacts\b", text)
     assert "CREATE OR REPLACE FUNCTION event_log_append_only()" in text
-    assert text.count("COMMIT;") == 6  # one transaction per revision
+    assert text.count("COMMIT;") == 7  # one transaction per revision
     assert f"pg_advisory_lock({migrate.MIGRATION_LOCK_KEY})" in text
-    assert "UPDATE alembic_version SET version_num='0006'" in text
+    assert "UPDATE alembic_version SET version_num='0007'" in text
     assert SECRET not in text
 
 
@@ -432,6 +448,7 @@ def test_plain_alembic_command_from_the_repo_root(empty_database_url: str) -> No
     upgraded = run_alembic("upgrade", "head", env={"DATABASE_URL": empty_database_url})
     assert upgraded.returncode == 0, upgraded.stderr
     assert "Running upgrade 0005 -> 0006" in upgraded.stderr
+    assert "Running upgrade 0006 -> 0007" in upgraded.stderr
     assert migrate.current(empty_database_url) == HEAD
 
     # -x url=... wins over DATABASE_URL (which points nowhere here)
@@ -439,7 +456,7 @@ def test_plain_alembic_command_from_the_repo_root(empty_database_url: str) -> No
         "-x", f"url={empty_database_url}", "current", env={"DATABASE_URL": CLOSED_PORT_URL}
     )
     assert shown.returncode == 0, shown.stderr
-    assert "0006 (head)" in shown.stdout
+    assert "0007 (head)" in shown.stdout
 
 
 def test_migrated_database_url_is_a_fresh_clone_at_head(

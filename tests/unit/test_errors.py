@@ -1,8 +1,9 @@
 """eventlog.errors.classify: the one table that decides what is retried and what is poison.
 
-Errors are built the way psycopg builds them, by SQLSTATE (``psycopg.errors.lookup``). The
-idempotency-key case needs a real server diagnostic (the constraint name) and is covered by
-tests/integration/test_pg_constraints.py.
+Errors are built the way psycopg builds them, by SQLSTATE (``psycopg.errors.lookup``). Unique
+violations by constraint need a real server diagnostic (the constraint name): the idempotency
+key is covered by tests/integration/test_pg_constraints.py, event_log_pkey by
+tests/integration/test_pg_operational_faults.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 from domain.codec import DecodeError
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.json_values import InvalidJson
-from eventlog.errors import ErrorClass, classify, is_retryable, sqlstate_of
+from eventlog.errors import (
+    ErrorClass,
+    OperationalFault,
+    add_fault_listener,
+    classify,
+    is_retryable,
+    operational_fault,
+    remove_fault_listener,
+    report_fault,
+    sqlstate_of,
+)
 
 FLOW = UUID("00000000-0000-4000-8000-00000000000e")
 
@@ -33,6 +44,9 @@ SQLSTATE_CASES = [
     ("57P02", "CrashShutdown", ErrorClass.TRANSIENT),
     ("57P03", "CannotConnectNow", ErrorClass.TRANSIENT),
     ("53300", "TooManyConnections", ErrorClass.TRANSIENT),
+    ("55P03", "LockNotAvailable", ErrorClass.TRANSIENT),  # lock_timeout: retried in place
+    ("25P03", "IdleInTransactionSessionTimeout", ErrorClass.TRANSIENT),  # nothing committed
+    ("57P05", "IdleSessionTimeout", ErrorClass.TRANSIENT),
     # permanent: this data can never be stored
     ("22P02", "InvalidTextRepresentation", ErrorClass.PERMANENT),
     ("22001", "StringDataRightTruncation", ErrorClass.PERMANENT),
@@ -40,7 +54,8 @@ SQLSTATE_CASES = [
     ("23502", "NotNullViolation", ErrorClass.PERMANENT),
     ("23503", "ForeignKeyViolation", ErrorClass.PERMANENT),
     ("23514", "CheckViolation", ErrorClass.PERMANENT),
-    ("23505", "UniqueViolation", ErrorClass.PERMANENT),  # not the idempotency key: no diag
+    # a unique violation on no known key is not the event's fault: never dead-lettered
+    ("23505", "UniqueViolation", ErrorClass.UNEXPECTED),
     # unexpected: neither the event's fault nor worth retrying blindly
     ("42P01", "UndefinedTable", ErrorClass.UNEXPECTED),
     ("42703", "UndefinedColumn", ErrorClass.UNEXPECTED),
@@ -116,3 +131,28 @@ def test_a_subclass_of_a_transient_error_stays_transient() -> None:
 def test_every_sqlstate_of_class_08_is_transient() -> None:
     for code in ("08000", "08001", "08003", "08004", "08006", "08007", "08P01"):
         assert classify(errors.lookup(code)("x")) is ErrorClass.TRANSIENT, code
+
+
+def test_an_error_without_a_constraint_is_no_operational_fault() -> None:
+    assert operational_fault(errors.lookup("23505")("no diag")) is None
+    assert operational_fault(errors.lookup("55P03")("lock")) is None
+    assert operational_fault(RuntimeError("x")) is None
+    assert report_fault(errors.lookup("40001")("x"), "append") is None
+
+
+def test_a_failing_fault_listener_never_hides_the_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    fault = OperationalFault("event_log_pkey", "23505", "fix it")
+    monkeypatch.setattr("eventlog.errors.operational_fault", lambda exc: fault)
+    seen: list[OperationalFault] = []
+
+    def broken(_: OperationalFault) -> None:
+        raise RuntimeError("metric backend down")
+
+    add_fault_listener(broken)
+    add_fault_listener(seen.append)
+    try:
+        assert report_fault(errors.lookup("23505")("x"), "append") is fault
+    finally:
+        remove_fault_listener(broken)
+        remove_fault_listener(seen.append)
+    assert seen == [fault]
