@@ -17,6 +17,7 @@ import pytest
 import redis
 from psycopg import sql
 
+from eventlog.config import url_with_database
 from tests.conftest import (
     REDIS_AUTO_ORDER,
     REDIS_DB_ENV,
@@ -26,7 +27,6 @@ from tests.conftest import (
     drop_database,
 )
 from tests.redis_claim import CLAIM_KEY, ClaimLost, ClaimRefused, RedisClaim
-from worker.services import url_with_database
 
 FOREIGN_KEY = "chem-test-isolation:someone-elses-key"
 

@@ -38,13 +38,12 @@ from eventlog.pool import Pool, open_pool
 from eventlog.retry import RetryPolicy
 from eventlog.store import PgEventStore
 from producer.config import QueueSettings
-from producer.jobs import ingest_queue
+from producer.keys import Keys
 from producer.producer import Producer
 from producer.scripts import Scripts
-from producer.wire import Keys
 from worker import metrics  # noqa: F401  (registers the counter's fault listener)
 from worker.config import WorkerSettings
-from worker.drain import Drainer
+from worker.sweep import StorageUnavailable, Sweeper
 
 T0 = datetime(2024, 8, 1, 10, 0, tzinfo=UTC)
 QUICK = RetryPolicy(attempts=8, max_seconds=60, initial_wait_seconds=0.01, max_wait_seconds=0.02)
@@ -121,38 +120,39 @@ def test_a_primary_key_collision_is_retried_logged_counted_and_the_append_lands(
     assert all("setval" in r.getMessage() for r in errors_logged)  # says how to fix it
 
 
-def test_a_drain_that_keeps_colliding_fails_visibly_and_never_parks_the_flow(
+def test_a_sweep_that_keeps_colliding_gives_the_flow_back_and_never_parks_it(
     migrated_database_url: str, fresh_pool: Pool, faults: list[OperationalFault]
 ) -> None:
     rewind_sequence(migrated_database_url, 50)  # far more than the retry budget
     flow = uuid.uuid4()
     flow_id = str(flow)
     redis = fakeredis.FakeRedis()
-    keys = Keys("flt")
-    queue = ingest_queue(redis, "flt-q")
-    producer = Producer(redis, QueueSettings(queue_name="flt-q", key_prefix=keys.prefix))
+    keys = Keys("flt").shard(0)
+    producer = Producer(redis, QueueSettings(queue_name="flt-q", key_prefix="flt"))
     for event in events(flow, 3):
         producer.emit(event)
     entries = redis.lrange(keys.queue(flow_id), 0, -1)
     store = PgEventStore(fresh_pool, retry=RetryPolicy(attempts=3, initial_wait_seconds=0.01))
-    drainer = Drainer(redis, store, keys, Scripts.register(redis), queue, WorkerSettings())
+    sweeper = Sweeper(redis, store, Scripts.register(redis), WorkerSettings(), lambda j, s: None)
     try:
-        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
-            drainer.drain(flow_id)
-        assert caught.value.diag.constraint_name == LOG_PRIMARY_KEY
-        assert classify(caught.value) is ErrorClass.TRANSIENT  # never PERMANENT
+        with pytest.raises(StorageUnavailable) as caught:
+            sweeper.cycle(keys, "test-sweep")
+        cause = caught.value.__cause__
+        assert isinstance(cause, psycopg.errors.UniqueViolation)
+        assert cause.diag.constraint_name == LOG_PRIMARY_KEY
+        assert classify(cause) is ErrorClass.TRANSIENT  # never PERMANENT
         assert len(faults) == 3
-        # the job failed; every event waits in Redis, in order; no dead letter, not parked
+        # the sweep gave the flow back; every event waits in Redis, in order; nothing parked
         assert redis.lrange(keys.queue(flow_id), 0, -1) == entries
-        assert not redis.exists(keys.dead(flow_id), keys.parked(flow_id))
-        assert redis.zscore(keys.pending, flow_id) is not None
+        assert not redis.exists(keys.dead(flow_id), keys.reason(flow_id))
+        assert redis.zscore(keys.ready, flow_id) is not None
         assert store.list(flow) == []
 
         # the operator applies the logged remedy; the next drain stores everything, in order
         with psycopg.connect(migrated_database_url) as conn:
             remedy = FAULT_REMEDIES[LOG_PRIMARY_KEY].split("realign it: ", 1)[1]
             conn.execute(remedy.encode())
-        assert drainer.drain(flow_id).outcome == "drained"
+        assert sweeper.cycle(keys, "test-sweep").events == 3
         assert [e.seq for e in store.list(flow)] == [0, 1, 2]
     finally:
         redis.close()

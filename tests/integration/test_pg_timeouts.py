@@ -29,13 +29,12 @@ from eventlog.queries import query
 from eventlog.retry import RetryPolicy
 from eventlog.store import LOCK_NAMESPACE, PgEventStore
 from producer.config import QueueSettings
-from producer.jobs import ingest_queue
+from producer.keys import Keys
 from producer.producer import Producer
 from producer.scripts import Scripts
-from producer.wire import Keys
 from tests.integration.queue_helpers import wait_until
 from worker.config import WorkerSettings
-from worker.drain import Drainer
+from worker.sweep import StorageUnavailable, Sweeper
 
 T0 = datetime(2024, 7, 1, 9, 0, tzinfo=UTC)
 #: Generous deadlines: conditions are awaited, never slept on.
@@ -123,8 +122,8 @@ def test_pool_connections_run_with_the_default_limits_and_keepalives(database_ur
         "keepalives_interval": "5",
     }
     assert parameters.get("keepalives_count") == "3"
-    # every limit is below the drainer's default lock TTL (its lease on the flow)
-    ttl = WorkerSettings().lock_ttl_ms
+    # every limit is below the default lease TTL (a sweep's lease on its flows)
+    ttl = WorkerSettings().lease_ttl_ms
     assert (
         max(
             settings.lock_timeout_ms,
@@ -231,7 +230,7 @@ def test_the_idle_in_transaction_limit_ends_a_holder_that_never_commits(database
     assert "55P03" in retries.sqlstates  # it did wait on the holder first
 
 
-def test_a_holder_that_outlasts_the_retry_budget_fails_the_drain_but_never_parks(
+def test_a_holder_that_outlasts_the_retry_budget_never_parks_the_flow(
     database_url: str,
 ) -> None:
     settings = DatabaseSettings(
@@ -241,10 +240,9 @@ def test_a_holder_that_outlasts_the_retry_budget_fails_the_drain_but_never_parks
     flow_id = str(flow)
     batch = events(flow, 3)
     redis = fakeredis.FakeRedis()
-    keys = Keys("tmo")
+    keys = Keys("tmo").shard(0)
     scripts = Scripts.register(redis)
-    queue = ingest_queue(redis, "tmo-q")
-    producer = Producer(redis, QueueSettings(queue_name="tmo-q", key_prefix=keys.prefix))
+    producer = Producer(redis, QueueSettings(queue_name="tmo-q", key_prefix="tmo"))
     for event in batch:
         producer.emit(event)
     entries = redis.lrange(keys.queue(flow_id), 0, -1)
@@ -253,21 +251,20 @@ def test_a_holder_that_outlasts_the_retry_budget_fails_the_drain_but_never_parks
     try:
         with pool_for(settings, "chem-test-budget") as pool:
             store = PgEventStore(pool, retry=RetryPolicy(attempts=3, max_wait_seconds=0.05))
-            drainer = Drainer(
-                redis, store, keys, scripts, queue, WorkerSettings(lock_ttl_ms=30_000)
-            )
-            with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
-                drainer.drain(flow_id)
-            assert classify(caught.value) is ErrorClass.TRANSIENT
-            # visible as a failed job; the events wait in Redis, in order; nothing parked
+            sweeper = Sweeper(redis, store, scripts, WorkerSettings(), lambda j, s: None)
+            with pytest.raises(StorageUnavailable) as caught:
+                sweeper.cycle(keys, "test-sweep")
+            assert isinstance(caught.value.__cause__, psycopg.errors.LockNotAvailable)
+            assert classify(caught.value.__cause__) is ErrorClass.TRANSIENT
+            # given back: the events wait in Redis, in order; nothing parked, nothing leased
             assert redis.lrange(keys.queue(flow_id), 0, -1) == entries
-            assert not redis.exists(keys.parked(flow_id), keys.dead(flow_id))
-            assert redis.zscore(keys.pending, flow_id) is not None
-            assert not redis.exists(keys.lock(flow_id))
+            assert not redis.exists(keys.reason(flow_id), keys.dead(flow_id))
+            assert redis.zscore(keys.ready, flow_id) is not None
+            assert redis.hget(keys.leases, flow_id) is None
             assert store.list(flow) == []
 
             holder.close()
-            assert drainer.drain(flow_id).outcome == "drained"
+            assert sweeper.cycle(keys, "test-sweep").events == 3
             assert [e.seq for e in store.list(flow)] == [0, 1, 2]
             assert redis.llen(keys.queue(flow_id)) == 0
     finally:

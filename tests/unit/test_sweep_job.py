@@ -1,9 +1,9 @@
-"""DrainJob, behaviour first: a real rq SimpleWorker (on fakeredis) runs drain jobs that carry
+"""SweepJob, behaviour first: a real rq SimpleWorker (on fakeredis) runs sweep jobs that carry
 success, failure and stopped callbacks and webhooks, and none of them runs or is sent.
 
 The same jobs under rq's plain ``Job`` class do run their callbacks and send their webhooks
 (the control case): the test can see them when they happen, so their absence means something.
-The drain function itself is replaced by a stub here (its own tests are elsewhere).
+The sweep function itself is replaced by a stub here (its own tests are elsewhere).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from rq.job import Callback, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
-import worker.drain
-from producer.jobs import DRAIN_FUNCTION
-from worker.service import DrainJob
+import worker.job
+from producer.jobs import SWEEP_FUNCTION
+from worker.service import SweepJob
 
-GOOD_FLOW = "00000000-0000-4000-8000-0000000000a1"
-BAD_FLOW = "00000000-0000-4000-8000-0000000000a2"
+GOOD_FLOW = 0  # the shard a good sweep job is given
+BAD_FLOW = 7  # the shard whose stub sweep fails
 #: What each callback did, by name; cleared for every test.
 CALLED: list[str] = []
 
@@ -42,10 +42,10 @@ def on_stopped(job: Any, connection: Any) -> None:
     CALLED.append("stopped")
 
 
-def stub_drain(flow_id: str) -> dict[str, str | int]:
-    if flow_id == BAD_FLOW:
-        raise RuntimeError("the drain failed")
-    return {"outcome": "drained", "appended": 0}
+def stub_sweep(shard: int) -> dict[str, str | int]:
+    if shard == BAD_FLOW:
+        raise RuntimeError("the sweep failed")
+    return {"shard": shard, "events": 0}
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
@@ -76,13 +76,13 @@ def webhook_server() -> Iterator[tuple[str, list[str]]]:
 
 def run_jobs(job_class: type[Job], base_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Job]:
     CALLED.clear()
-    monkeypatch.setattr(worker.drain, "drain_flow", stub_drain)
+    monkeypatch.setattr(worker.job, "sweep", stub_sweep)
     redis = fakeredis.FakeRedis()
     queue = Queue("dj", connection=redis, serializer=JSONSerializer, job_class=job_class)
     module = __name__
     jobs = [
         queue.enqueue_call(
-            DRAIN_FUNCTION,
+            SWEEP_FUNCTION,
             args=[flow],
             on_success=Callback(f"{module}.on_success"),
             on_failure=Callback(f"{module}.on_failure"),
@@ -103,15 +103,15 @@ def run_jobs(job_class: type[Job], base_url: str, monkeypatch: pytest.MonkeyPatc
     return jobs
 
 
-def test_drain_jobs_run_but_their_callbacks_and_webhooks_are_dropped(
+def test_sweep_jobs_run_but_their_callbacks_and_webhooks_are_dropped(
     webhook_server: tuple[str, list[str]],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     base_url, received = webhook_server
-    jobs = run_jobs(DrainJob, base_url, monkeypatch)
+    jobs = run_jobs(SweepJob, base_url, monkeypatch)
     assert [job.get_status() for job in jobs] == [JobStatus.FINISHED, JobStatus.FAILED]
-    assert jobs[0].return_value() == {"outcome": "drained", "appended": 0}
+    assert jobs[0].return_value() == {"shard": 0, "events": 0}
     assert CALLED == []
     assert received == []
     dropped = caplog.text
@@ -132,9 +132,9 @@ def test_the_control_plain_rq_jobs_do_run_callbacks_and_send_webhooks(
 def test_a_job_naming_another_function_fails_unrun(monkeypatch: pytest.MonkeyPatch) -> None:
     CALLED.clear()
     redis = fakeredis.FakeRedis()
-    queue = Queue("dj", connection=redis, serializer=JSONSerializer, job_class=DrainJob)
+    queue = Queue("dj", connection=redis, serializer=JSONSerializer, job_class=SweepJob)
     job = queue.enqueue_call(f"{__name__}.on_stopped", args=[None, None])
-    SimpleWorker([queue], connection=redis, serializer=JSONSerializer, job_class=DrainJob).work(
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer, job_class=SweepJob).work(
         burst=True, with_scheduler=False
     )
     job.refresh()
