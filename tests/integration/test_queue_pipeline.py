@@ -28,7 +28,10 @@ from domain.events import StepSignal
 from domain.examples import example_flow
 from domain.replay import InMemoryFlowRepository
 from eventlog.store import PgEventStore
+from producer.config import QueueSettings
 from producer.jobs import SWEEP_FUNCTION
+from producer.keys import Keys
+from producer.producer import Producer
 from producer.queued_store import FlowParked, QueuedEventStore
 from producer.scripts import Scripts
 from tests.integration.queue_helpers import (
@@ -341,3 +344,24 @@ def test_sweep_jobs_are_json_serialized(env: QueueEnv, redis_conn: redis.Redis) 
     assert (func, args) == (SWEEP_FUNCTION, [0])
     entry = redis_conn.lindex(env.shard.queue(str(flow.flow_id)), 0)
     assert json.loads(cast(bytes, entry))["seq"] == 0  # the entries are JSON too
+
+
+def test_two_shards_each_swept_in_order(
+    env: QueueEnv, workers: WorkerProcesses, redis_conn: redis.Redis, store: PgEventStore
+) -> None:
+    flows = random_flows(seed=77, count=40, min_len=2, max_len=10)
+    settings = QueueSettings(env.redis_url, env.queue_name, env.key_prefix, shards=2)
+    keys = Keys(env.key_prefix, 2)
+    shards_used = {keys.shard_of(str(f.flow_id)) for f in flows}
+    assert shards_used == {0, 1}  # the flows spread over both shards
+    workers.start(CHEM_SHARDS=2)
+    emit_round_robin(Producer(redis_conn, settings), flows)
+    wait_until(
+        lambda: all_stored(env.database_url, flows) and queue_idle(redis_conn, keys, flows),
+        DRAIN_TIMEOUT_SECONDS,
+        "every flow of both shards stored",
+        interval=0.2,
+        details=workers.output,
+    )
+    assert_flows_stored(store, flows)
+    assert all(redis_conn.get(keys.shard(s).base + "sweep_seq") for s in (0, 1))
