@@ -43,6 +43,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from domain.settings import InvalidSetting, read_bool, read_int
+
 logger = logging.getLogger(__name__)
 
 ENV_DATABASE_URL = "DATABASE_URL"
@@ -76,8 +78,6 @@ DEFAULT_KEEPALIVES_COUNT = 3
 #: The scheme every accepted URL is normalized to (the one libpq and psycopg understand).
 CANONICAL_SCHEME = "postgresql"
 _ACCEPTED_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 REDACTED = "***"
 # ``password=...`` in a URL query string or in a key=value conninfo string (quoted or not).
@@ -142,51 +142,43 @@ def redact_text(text: str, url: str) -> str:
     return text
 
 
+class InvalidDatabaseSetting(ConfigError, InvalidSetting):
+    """A database variable with a value that cannot be used (the one dialect of
+    ``domain.settings``: empty means unset)."""
+
+
 def normalize_url(url: str, variable: str = ENV_DATABASE_URL) -> str:
     """``url`` with the scheme ``postgresql://``; ConfigError if it is not a PostgreSQL URL."""
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in _ACCEPTED_SCHEMES:
-        raise ConfigError(
-            f"{variable}={redact_url(url)!r}: not a PostgreSQL URL "
-            f"(expected postgresql://user@host:port/dbname; postgres:// is accepted too)"
+        raise InvalidDatabaseSetting(
+            variable,
+            redact_url(url),
+            "not a PostgreSQL URL (expected postgresql://user@host:port/dbname;"
+            " postgres:// is accepted too)",
         )
     normalized = f"{CANONICAL_SCHEME}://{rest}"
     try:
         params = conninfo_to_dict(normalized)  # libpq's own parser: bad escapes, bad options
     except psycopg.Error as exc:
-        raise ConfigError(
-            f"{variable}={redact_url(url)!r}: not a valid PostgreSQL URL: "
-            f"{redact_text(str(exc).strip(), url)}"
+        raise InvalidDatabaseSetting(
+            variable,
+            redact_url(url),
+            f"not a valid PostgreSQL URL: {redact_text(str(exc).strip(), url)}",
         ) from None
     ports = str(params.get("port", "")).split(",")  # one per host; libpq checks them only later
     if not all(port.isdigit() or not port for port in ports):
-        raise ConfigError(f"{variable}={redact_url(url)!r}: the port is not a number")
+        raise InvalidDatabaseSetting(variable, redact_url(url), "the port is not a number")
     return normalized
 
 
-def _parse_int(variable: str, raw: str, default: int, minimum: int) -> int:
-    text = raw.strip()
-    if not text:
-        return default
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise ConfigError(f"{variable}={raw!r}: not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{variable}={raw!r}: must be >= {minimum}")
-    return value
+def _parse_int(env: Mapping[str, str], variable: str, default: int, minimum: int) -> int:
+    return read_int(env, variable, default, minimum=minimum, error=InvalidDatabaseSetting)
 
 
-def _parse_bool(variable: str, raw: str, default: bool) -> bool:
-    text = raw.strip().lower()
-    if not text:
-        return default
-    if text in _TRUE_WORDS:
-        return True
-    if text in _FALSE_WORDS:
-        return False
-    raise ConfigError(f"{variable}={raw!r}: expected one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}")
+def _parse_bool(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    return read_bool(env, variable, default, error=InvalidDatabaseSetting)
 
 
 def _check_sizes(min_size: int, max_size: int, min_name: str, max_name: str) -> int:
@@ -294,14 +286,10 @@ class DatabaseSettings:
         """Read the settings from ``environ`` (default ``os.environ``); ConfigError if invalid."""
         env = os.environ if environ is None else environ
         url = database_url_from_env(env)
-        min_size = _parse_int(
-            ENV_MIN_CONNECTIONS, env.get(ENV_MIN_CONNECTIONS, ""), DEFAULT_MIN_CONNECTIONS, 0
-        )
-        max_size = _parse_int(
-            ENV_MAX_CONNECTIONS, env.get(ENV_MAX_CONNECTIONS, ""), DEFAULT_MAX_CONNECTIONS, 1
-        )
+        min_size = _parse_int(env, ENV_MIN_CONNECTIONS, DEFAULT_MIN_CONNECTIONS, 0)
+        max_size = _parse_int(env, ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, 1)
         limits = {
-            field: _parse_int(variable, env.get(variable, ""), default, 0)
+            field: _parse_int(env, variable, default, 0)
             for field, (variable, default) in _LIMIT_VARIABLES.items()
         }
         return cls(
@@ -310,11 +298,7 @@ class DatabaseSettings:
                 min_size, max_size, ENV_MIN_CONNECTIONS, ENV_MAX_CONNECTIONS
             ),
             max_connections=max_size,
-            no_artifact_insert=_parse_bool(
-                ENV_NO_ARTIFACT_INSERT,
-                env.get(ENV_NO_ARTIFACT_INSERT, ""),
-                DEFAULT_NO_ARTIFACT_INSERT,
-            ),
+            no_artifact_insert=_parse_bool(env, ENV_NO_ARTIFACT_INSERT, DEFAULT_NO_ARTIFACT_INSERT),
             **limits,
         )
 

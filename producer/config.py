@@ -12,6 +12,8 @@ from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from domain.settings import InvalidSetting, read_int, read_text
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_QUEUE = "chem-ingest"
 DEFAULT_KEY_PREFIX = "chem"
@@ -24,7 +26,7 @@ DEFAULT_REDIS_RETRIES = 3
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class QueueConfigError(ValueError):
+class QueueConfigError(InvalidSetting):
     """An environment variable with a value the queue side cannot use."""
 
 
@@ -46,29 +48,19 @@ class QueueSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:
         env = os.environ if environ is None else environ
-        url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
+        url = read_text(env, "REDIS_URL", DEFAULT_REDIS_URL)
         scheme = urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
             raise QueueConfigError(
-                f"REDIS_URL: scheme {scheme!r} is not redis://, rediss:// or unix://"
+                "REDIS_URL", f"{scheme}://...", "the scheme is not redis://, rediss:// or unix://"
             )
-        prefix = env.get("CHEM_KEY_PREFIX", DEFAULT_KEY_PREFIX)
+        prefix = read_text(env, "CHEM_KEY_PREFIX", DEFAULT_KEY_PREFIX)
         if not _PREFIX_RE.fullmatch(prefix):
             raise QueueConfigError(
-                f"CHEM_KEY_PREFIX: {prefix!r} must be 1-64 letters, digits, '_', '.' or '-'"
+                "CHEM_KEY_PREFIX", prefix, "must be 1-64 letters, digits, '_', '.' or '-'"
             )
-        queue = env.get("CHEM_QUEUE", DEFAULT_QUEUE)
-        if not queue:
-            raise QueueConfigError("CHEM_QUEUE: must not be empty")
-        raw_max = env.get("CHEM_MAX_ENVELOPE_BYTES", str(DEFAULT_MAX_ENVELOPE_BYTES))
-        try:
-            max_bytes = int(raw_max)
-        except ValueError:
-            raise QueueConfigError(
-                f"CHEM_MAX_ENVELOPE_BYTES: {raw_max!r} is not an integer"
-            ) from None
-        if max_bytes < 1024:
-            raise QueueConfigError(f"CHEM_MAX_ENVELOPE_BYTES: {max_bytes} is below 1024")
+        queue = read_text(env, "CHEM_QUEUE", DEFAULT_QUEUE)
+        max_bytes = _int(env, "CHEM_MAX_ENVELOPE_BYTES", DEFAULT_MAX_ENVELOPE_BYTES, 1024, 2**31)
         shards = _int(env, "CHEM_SHARDS", DEFAULT_SHARDS, 1, 1024)
         retry = _int(env, "CHEM_EMIT_RETRY_SECONDS", int(DEFAULT_EMIT_RETRY_SECONDS), 0, 3600)
         retries = _int(env, "CHEM_REDIS_RETRIES", DEFAULT_REDIS_RETRIES, 0, 100)
@@ -76,11 +68,4 @@ class QueueSettings:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueueConfigError(f"{name}: {raw!r} is not an integer") from None
-    if not minimum <= value <= maximum:
-        raise QueueConfigError(f"{name}: {value} is not between {minimum} and {maximum}")
-    return value
+    return read_int(env, name, default, minimum=minimum, maximum=maximum, error=QueueConfigError)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from domain.settings import InvalidSetting, raw, read_float, read_int
 from producer.jobs import SWEEP_JOB_TIMEOUT_SECONDS
 
 DEFAULT_BATCH_SIZE = 500  # events per PostgreSQL transaction (all the flows of a claim)
@@ -20,30 +20,16 @@ DEFAULT_CHECK_INTERVAL_SECONDS = 5.0  # each worker's recovery check (reap, lost
 DEFAULT_ORPHAN_SCAN_KEYS = 200  # queue keys the orphan scan looks at per check
 
 
-class WorkerConfigError(ValueError):
+class WorkerConfigError(InvalidSetting):
     """An environment variable with a value the worker cannot use."""
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise WorkerConfigError(f"{name}: {raw!r} is not a number") from None
-    if not math.isfinite(value):  # NaN compares false with everything: it would pass below
-        raise WorkerConfigError(f"{name}: {raw!r} is not a finite number")
-    if value < minimum:
-        raise WorkerConfigError(f"{name}: {raw!r} is below the minimum {minimum:g}")
-    return value
+    return read_float(env, name, default, minimum=minimum, error=WorkerConfigError)
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    value = _number(env, name, default, minimum)
-    if not float(value).is_integer():
-        raise WorkerConfigError(f"{name}: {env.get(name)!r} is not a whole number")
-    return int(value)
+    return read_int(env, name, default, minimum=minimum, error=WorkerConfigError)
 
 
 @dataclass(frozen=True)
@@ -62,10 +48,11 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         env = os.environ if environ is None else environ
-        port = env.get("CHEM_METRICS_PORT", "")
-        metrics_port = _integer(env, "CHEM_METRICS_PORT", 0, 1) if port else None
-        if metrics_port is not None and metrics_port > 65535:
-            raise WorkerConfigError(f"CHEM_METRICS_PORT: {port!r} is not a TCP port")
+        metrics_port: int | None = None
+        if raw(env, "CHEM_METRICS_PORT") is not None:
+            metrics_port = read_int(
+                env, "CHEM_METRICS_PORT", 0, minimum=1, maximum=65535, error=WorkerConfigError
+            )
         settings = cls(
             batch_size=_integer(env, "CHEM_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1),
             batch_bytes=_integer(env, "CHEM_BATCH_BYTES", DEFAULT_BATCH_BYTES, 1024),
@@ -89,8 +76,9 @@ class WorkerSettings:
         longest = settings.sweep_slice_seconds + settings.sweep_linger_seconds
         if longest > SWEEP_JOB_TIMEOUT_SECONDS / 2:
             raise WorkerConfigError(
-                f"CHEM_SWEEP_SLICE_SECONDS + CHEM_SWEEP_LINGER_SECONDS: {longest:g} s is too"
-                f" close to the rq job timeout ({SWEEP_JOB_TIMEOUT_SECONDS} s); keep it under"
-                f" {SWEEP_JOB_TIMEOUT_SECONDS // 2} s"
+                "CHEM_SWEEP_SLICE_SECONDS + CHEM_SWEEP_LINGER_SECONDS",
+                f"{longest:g} s",
+                f"too close to the rq job timeout ({SWEEP_JOB_TIMEOUT_SECONDS} s); keep it under"
+                f" {SWEEP_JOB_TIMEOUT_SECONDS // 2} s",
             )
         return settings

@@ -145,16 +145,17 @@ DATABASE_NOT_YET = (
 )
 
 
-def _open_runtime() -> Runtime:
-    """This process's runtime; a PostgreSQL that is down or starting up is waited for."""
+def _open_runtime(burst: bool) -> Runtime:
+    """This process's runtime; a PostgreSQL that is down or starting up is waited for (a
+    one-shot ``--burst`` run fails instead)."""
     pause = RECONNECT_INITIAL_SECONDS
     waiting = False
     while True:
         try:
             return runtime()  # open the pool (and migrate) before taking jobs
         except psycopg.OperationalError as exc:
-            if not any(words in str(exc) for words in DATABASE_NOT_YET):
-                raise  # bad configuration: fail fast
+            if burst or not any(words in str(exc) for words in DATABASE_NOT_YET):
+                raise  # bad configuration (or a one-shot run): fail fast
             if not waiting:
                 waiting = True
                 log.warning("action=waiting_for_database error=%.300s", exc)
@@ -163,7 +164,7 @@ def _open_runtime() -> Runtime:
 
 
 def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = None) -> bool:
-    rt = _open_runtime()
+    rt = _open_runtime(burst)
     recovery = Recovery(
         rt.queue_settings.redis(),
         rt.keys,

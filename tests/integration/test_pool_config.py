@@ -125,7 +125,7 @@ def test_invalid_values_name_the_variable_and_hide_the_password(
         DatabaseSettings.from_env(environ)
     message = str(caught.value)
     assert isinstance(caught.value, ValueError)
-    assert message.startswith(f"{variable}=")
+    assert message.startswith(f"{variable}: ")  # the one dialect of every setting
     assert shown in message
     assert SECRET not in message
 
@@ -151,7 +151,8 @@ def test_each_limit_has_its_documented_default_and_is_read_from_its_variable(
     for bad in ("-1", "5s", "1.5"):
         with pytest.raises(ConfigError) as caught:
             DatabaseSettings.from_env({variable: bad})
-        assert str(caught.value).startswith(f"{variable}={bad!r}")
+        assert str(caught.value).startswith(f"{variable}: ")
+        assert repr(bad.strip()) in str(caught.value) or repr(bad) in str(caught.value)
     with pytest.raises(ConfigError, match=field):
         DatabaseSettings(**{field: -1})
 

@@ -69,7 +69,8 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     assert redis_conn.zscore(shard.leased, flow) is None
 
     # the operator's view
-    status = status_json(env)
+    status = status_json(env, healthy=False)  # a parked flow needs an operator: exit 1
+    assert status["problems"] and "parked" in status["problems"][0]
     [parked] = status["parked_flows"]
     assert (parked["flow_id"], parked["dead_letters"], parked["queued"]) == (flow, 1, 1)
     assert parked["reason"].startswith("SeqGap at position 3")

@@ -185,7 +185,6 @@ def test_a_sweep_must_end_well_within_the_rq_job_timeout() -> None:
         ({"CHEM_KEY_PREFIX": "has space"}, "CHEM_KEY_PREFIX"),
         ({"CHEM_KEY_PREFIX": "x" * 65}, "CHEM_KEY_PREFIX"),
         ({"CHEM_KEY_PREFIX": "{tag}"}, "CHEM_KEY_PREFIX"),
-        ({"CHEM_QUEUE": ""}, "CHEM_QUEUE"),
         ({"CHEM_MAX_ENVELOPE_BYTES": "1MB"}, "CHEM_MAX_ENVELOPE_BYTES"),
         ({"CHEM_MAX_ENVELOPE_BYTES": "100"}, "CHEM_MAX_ENVELOPE_BYTES"),
         ({"CHEM_SHARDS": "0"}, "CHEM_SHARDS"),
@@ -315,3 +314,8 @@ def test_the_worker_command_exits_2_naming_the_variable(
     [line] = [x for x in err.splitlines() if x.startswith(f"chem-persistence: {variable}: ")]
     assert repr(raw) in line
     assert "Traceback" not in err
+
+
+def test_empty_queue_variables_mean_the_defaults_as_everywhere() -> None:
+    empty = {name: "" for name in ("REDIS_URL", "CHEM_QUEUE", "CHEM_KEY_PREFIX", "CHEM_SHARDS")}
+    assert QueueSettings.from_env(empty) == QueueSettings()
