@@ -16,7 +16,7 @@ Variables (an empty variable counts as unset):
   10000), ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS`` (default 15000): the server-side limits
   of every pool connection (``lock_timeout``, ``statement_timeout``,
   ``idle_in_transaction_session_timeout``), integers >= 0, ``0`` meaning no limit. All three
-  stay below a drainer's Redis lock TTL (``CHEM_LOCK_TTL_MS``, 30 s by default): a backend
+  stay below a sweep's lease (``CHEM_LEASE_TTL_MS``, 30 s by default): a backend
   stuck on, or holding, a flow's advisory lock is cut off before the flow's lease runs out.
 - ``DATABASE_KEEPALIVES_IDLE_S`` (default 10), ``DATABASE_KEEPALIVES_INTERVAL_S`` (default 5),
   ``DATABASE_KEEPALIVES_COUNT`` (default 3): TCP keepalives of every pool connection (idle
@@ -189,13 +189,12 @@ def _check_sizes(min_size: int, max_size: int, min_name: str, max_name: str) -> 
         raise ConfigError(f"{max_name}={max_size!r}: must be >= 1")
     if min_size > max_size:
         logger.warning(
-            "%s=%d is greater than %s=%d: using %d",
+            "action=config_clamp_min_connections %s=%d is greater than %s=%d: using %d",
             min_name,
             min_size,
             max_name,
             max_size,
             max_size,
-            extra={"action": "config_clamp_min_connections"},
         )
         return max_size
     return min_size

@@ -9,8 +9,8 @@
 - PERMANENT: this event can never be stored as it is (bad data, a different event at its
   position, a gap, a bad artifact hash). The worker dead-letters it and parks the flow.
 - UNEXPECTED: anything else (a missing table, a bug, bad credentials, a statement cut off by
-  ``statement_timeout``). Not retried here and never blamed on the event: the drain job fails
-  visibly and the events stay queued.
+  ``statement_timeout``). Not retried here and never blamed on the event: the sweep gives its
+  claim back and the events stay queued.
 
 Unique violations are told apart by constraint: the idempotency key is a CONFLICT; a collision
 on ``event_log_pkey`` is an *operational fault* (the ``seq`` sequence is behind the stored rows:
@@ -164,7 +164,6 @@ def report_fault(exc: BaseException, what: str) -> OperationalFault | None:
         fault.constraint,
         fault.sqlstate,
         fault.remedy,
-        extra={"action": "operational_fault"},
     )
     for listener in list(_fault_listeners):
         try:

@@ -93,13 +93,12 @@ def _database_errors(url: str, what: str) -> Iterator[None]:
     except DBAPIError as exc:
         original = exc.orig
         logger.error(
-            "%s of %s failed: %s (statement: %.*s)",
+            "action=migrate_failed %s of %s failed: %s (statement: %.*s)",
             what,
             redact_url(url),
             redact_text(str(original), url),
             _STATEMENT_LOG_CHARS,
             exc.statement,
-            extra={"action": "migrate_failed"},
         )
         if isinstance(original, psycopg.Error):
             raise original from None
@@ -108,21 +107,14 @@ def _database_errors(url: str, what: str) -> Iterator[None]:
 
 def upgrade(url: str, revision: str = HEAD) -> None:
     """Apply every pending migration up to ``revision`` (default: head); a no-op when there."""
-    logger.info(
-        "migrating %s up to %s", redact_url(url), revision, extra={"action": "migrate_upgrade"}
-    )
+    logger.info("action=migrate_upgrade migrating %s up to %s", redact_url(url), revision)
     with _alembic_lock, _database_errors(url, f"upgrade to {revision}"):
         command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Revert migrations down to ``revision`` (``"base"``: an empty schema)."""
-    logger.info(
-        "migrating %s down to %s",
-        redact_url(url),
-        revision,
-        extra={"action": "migrate_downgrade"},
-    )
+    logger.info("action=migrate_downgrade migrating %s down to %s", redact_url(url), revision)
     with _alembic_lock, _database_errors(url, f"downgrade to {revision}"):
         command.downgrade(alembic_config(url), revision)
 

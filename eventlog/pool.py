@@ -96,8 +96,8 @@ def open_pool(
             f"{shown} within {open_timeout:g}s (is the server up and the URL right?)"
         ) from exc
     logger.info(
-        "pool %r open on %s (min %d, max %d connections; lock/statement/idle-in-transaction "
-        "timeouts %d/%d/%d ms)",
+        "action=pool_open pool %r open on %s (min %d, max %d connections;"
+        " lock/statement/idle-in-transaction timeouts %d/%d/%d ms)",
         name,
         shown,
         settings.min_connections,
@@ -105,6 +105,5 @@ def open_pool(
         settings.lock_timeout_ms,
         settings.statement_timeout_ms,
         settings.idle_in_transaction_timeout_ms,
-        extra={"action": "pool_open"},
     )
     return pool

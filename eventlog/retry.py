@@ -1,6 +1,6 @@
 """The one retry policy: transient storage errors only, exponential backoff with jitter, bounded.
 
-The drain job calls the store inside this policy, so a flow waits in place (its order holds)
+A sweep calls the store inside this policy, so a flow waits in place (its order holds)
 while PostgreSQL recovers; when the budget is spent the last error propagates.
 """
 
