@@ -16,7 +16,7 @@ from typing import Protocol
 from uuid import UUID
 
 from domain.batches import FlowBatch, FlowOutcome, judge
-from domain.codec import stored_form
+from domain.equality import stored_form
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.events import (
     Artifact,

@@ -169,7 +169,10 @@ def _fault_window(
     forced = list(INJECTED_KINDS)
     rng.shuffle(forced)
     next_fault = started + 1.0
-    while time.monotonic() < deadline:
+    overtime = started + 2 * duration  # a loaded machine may need longer to see every kind
+    while time.monotonic() < deadline or (
+        time.monotonic() < overtime and _missing(injected + fleet.faults)
+    ):
         fleet.supervise()
         now = time.monotonic()
         if now >= next_fault:
@@ -190,6 +193,11 @@ def _fault_window(
     servers.proxy.set_reply_loss(None)  # lost replies were a fault until now
     fleet.supervise()
     return injected, started, time.monotonic()
+
+
+def _missing(counts: Counter[str]) -> bool:
+    """Whether a kind of injected fault has not happened yet."""
+    return any(not counts[kind] for kind in INJECTED_KINDS)
 
 
 def _unfired(fleet: Fleet) -> str | None:

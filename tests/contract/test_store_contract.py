@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.codec import stored_form
+from domain.equality import stored_form
 from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
 from domain.events import (
     Artifact,

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from domain import codec
-from domain.codec import stored_form
+from domain import codec, reference_decoder
+from domain.equality import stored_form
 from domain.errors import InvalidValue
 from domain.events import Artifact, FlowEvent
 from domain.store import InMemoryEventStore
@@ -171,7 +171,7 @@ def test_the_fast_decoder_accepts_only_what_the_reference_accepts_and_gives_the_
         note(f"fast path refused: {exc!r}")
         return
     try:
-        reference = codec._reference_envelope(flow.entry)
+        reference = reference_decoder.reference_envelope(flow.entry)
     except InvalidValue as exc:
         raise AssertionError(f"the fast path accepted what the reference refuses: {exc}") from exc
     assert fast == reference
