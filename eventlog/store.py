@@ -23,7 +23,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
 from domain.batches import FlowBatch, FlowOutcome
-from domain.errors import SeqConflict, SeqGap
+from domain.errors import SeqConflict
 from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
 from domain.store import check_artifact_bodies, check_batch_shape, same_event, utc_now
 from eventlog.batch import LOCK_NAMESPACE, insert_events, rows_to_events, write_flows
@@ -73,9 +73,7 @@ class PgEventStore:
         attempted: builtins.list[int] = []
         return self.retry.call(
             "append",
-            lambda: self._write(
-                flow_id, [event], bodies, assign_positions=True, attempted=attempted
-            ),
+            lambda: self._write_assigned(flow_id, event, bodies, attempted),
             self._on_retry,
         )[0]
 
@@ -170,39 +168,30 @@ class PgEventStore:
         repeated = [e for e in events if e.seq not in new]
         return [*self._compare_stored(cur, flow_id, repeated), *outcome.stored]
 
-    def _write(
+    def _write_assigned(
         self,
         flow_id: UUID,
-        events: Sequence[FlowEvent],
+        event: FlowEvent,
         bodies: Mapping[str, Artifact],
-        *,
-        assign_positions: bool,
-        attempted: builtins.list[int] | None = None,
+        attempted: builtins.list[int],
     ) -> builtins.list[FlowEvent]:
+        """``append``'s transaction: the event at the flow's next position, read under the
+        flow's lock (so there is never a gap to check)."""
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(query("lock_flow"), {"namespace": LOCK_NAMESPACE, "flow_id": flow_id})
             cur.execute(query("next_position"), {"flow_id": flow_id})
             next_seq = _one(cur)
-            if assign_positions:
-                if attempted and attempted[-1] < next_seq:  # did an earlier attempt commit?
-                    earlier = replace(events[0], seq=attempted[-1])
-                    stored = self._compare_stored(cur, flow_id, [earlier], raise_conflict=False)
-                    if stored:
-                        return stored
-                events = [replace(e, seq=next_seq + i) for i, e in enumerate(events)]
-                if attempted is not None:
-                    attempted.append(next_seq)
-            new = [e for e in events if e.seq >= next_seq]
-            if new and new[0].seq != next_seq:
-                raise SeqGap(flow_id, new[0].seq, next_seq)
-            existing = self._compare_stored(cur, flow_id, events[: len(events) - len(new)])
-            if not new:
-                return existing
-            carriers = _first_carriers(new, bodies)
-            stored = insert_events(
-                cur, list(zip(new, carriers, strict=True)), artifacts=not self.no_artifact_insert
+            if attempted and attempted[-1] < next_seq:  # did an earlier attempt commit?
+                earlier = replace(event, seq=attempted[-1])
+                stored = self._compare_stored(cur, flow_id, [earlier], raise_conflict=False)
+                if stored:
+                    return stored
+            placed = replace(event, seq=next_seq)
+            attempted.append(next_seq)
+            carriers = _first_carriers([placed], bodies)
+            return insert_events(
+                cur, [(placed, carriers[0])], artifacts=not self.no_artifact_insert
             )
-            return [*existing, *stored]
 
     def _compare_stored(
         self,
