@@ -23,6 +23,8 @@ DEFAULT_EMIT_RETRY_SECONDS = 30.0  # how long an emit retries a lost Redis conne
 #: redis-py's own retries of a command after a connection error (0: off). Every script of the
 #: protocol is safe to run twice, so they are on; the producer and the sweeps retry on top.
 DEFAULT_REDIS_RETRIES = 3
+REDIS_SOCKET_TIMEOUT_SECONDS = 10.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 5.0
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -43,7 +45,15 @@ class QueueSettings:
     def redis(self) -> Redis:
         """A client for ``redis_url`` with the configured command retries."""
         retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), self.redis_retries)
-        return Redis.from_url(self.redis_url, retry=retry)
+        # A black-holed connection must end in an error, not a wait for ever: every reply is
+        # due within REDIS_SOCKET_TIMEOUT_SECONDS (a sweep's longest block is under a second).
+        return Redis.from_url(
+            self.redis_url,
+            retry=retry,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QueueSettings:

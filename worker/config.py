@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from domain.settings import InvalidSetting, raw, read_float, read_int
+from producer.config import REDIS_SOCKET_TIMEOUT_SECONDS
 from producer.jobs import SWEEP_JOB_TIMEOUT_SECONDS
 
 DEFAULT_BATCH_SIZE = 500  # events per PostgreSQL transaction (all the flows of a claim)
@@ -16,6 +17,8 @@ DEFAULT_LEASE_TTL_MS = 30_000  # a killed sweep's flows are claimable again afte
 DEFAULT_SWEEP_SLICE_SECONDS = 20.0  # a sweep hands over to a fresh rq job after this
 DEFAULT_SWEEP_LINGER_SECONDS = 5.0  # an idle sweep waits this long for work before it ends
 DEFAULT_WAKE_WAIT_SECONDS = 0.5  # an idle sweep's longest block on the wake-up key
+#: A block on the wake-up key must end well before the Redis client's socket timeout.
+MAX_WAKE_WAIT_SECONDS = REDIS_SOCKET_TIMEOUT_SECONDS / 2
 DEFAULT_CHECK_INTERVAL_SECONDS = 5.0  # each worker's recovery check (reap, lost sweeps)
 DEFAULT_ORPHAN_SCAN_KEYS = 200  # queue keys the orphan scan looks at per check
 
@@ -64,8 +67,13 @@ class WorkerSettings:
             sweep_linger_seconds=_number(
                 env, "CHEM_SWEEP_LINGER_SECONDS", DEFAULT_SWEEP_LINGER_SECONDS, 0
             ),
-            wake_wait_seconds=_number(
-                env, "CHEM_WAKE_WAIT_SECONDS", DEFAULT_WAKE_WAIT_SECONDS, 0.01
+            wake_wait_seconds=read_float(
+                env,
+                "CHEM_WAKE_WAIT_SECONDS",
+                DEFAULT_WAKE_WAIT_SECONDS,
+                minimum=0.01,
+                maximum=MAX_WAKE_WAIT_SECONDS,
+                error=WorkerConfigError,
             ),
             check_interval_seconds=_number(
                 env, "CHEM_CHECK_INTERVAL_SECONDS", DEFAULT_CHECK_INTERVAL_SECONDS, 0.05

@@ -145,6 +145,7 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("CHEM_SWEEP_LINGER_SECONDS", "NaN"),
         ("CHEM_WAKE_WAIT_SECONDS", "0"),
         ("CHEM_WAKE_WAIT_SECONDS", "inf"),
+        ("CHEM_WAKE_WAIT_SECONDS", "30"),  # past the Redis clients' socket timeout
         ("CHEM_CHECK_INTERVAL_SECONDS", "0.01"),
         ("CHEM_CHECK_INTERVAL_SECONDS", "inf"),
         ("CHEM_CHECK_INTERVAL_SECONDS", "-inf"),
