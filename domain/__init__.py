@@ -1,7 +1,7 @@
 """The engine's domain, pure: events, their JSON, hashing, stores' reference semantics, replay."""
 
-from domain.codec import DecodeError, decode_kind, encode_kind
-from domain.definition import (
+from chem_persistence.domain.codec import DecodeError, decode_kind, encode_kind
+from chem_persistence.domain.definition import (
     PROPERTY_PREFERENCE_ASSIGNED,
     FlowDefinition,
     Signal,
@@ -9,8 +9,8 @@ from domain.definition import (
     StepFailure,
     StepSuccess,
 )
-from domain.engine import ENGINE_VERSION, EngineError, FlowEngine
-from domain.errors import (
+from chem_persistence.domain.engine import ENGINE_VERSION, EngineError, FlowEngine
+from chem_persistence.domain.errors import (
     ArtifactHashMismatch,
     InvalidKind,
     InvalidValue,
@@ -18,7 +18,7 @@ from domain.errors import (
     SeqGap,
     StoreError,
 )
-from domain.events import (
+from chem_persistence.domain.events import (
     EVENT_TYPES,
     Artifact,
     CoreEngineError,
@@ -36,8 +36,8 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.replay import FlowInstance, InMemoryFlowRepository, StepSlot, StepState
-from domain.store import EventStore, InMemoryEventStore
+from chem_persistence.domain.replay import FlowInstance, InMemoryFlowRepository, StepSlot, StepState
+from chem_persistence.domain.store import EventStore, InMemoryEventStore
 
 __all__ = [
     "ENGINE_VERSION",

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from domain.errors import SeqConflict, SeqGap
-from domain.events import Artifact, FlowEvent
+from chem_persistence.domain.errors import SeqConflict, SeqGap
+from chem_persistence.domain.events import Artifact, FlowEvent
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from blake3 import blake3
 
-from domain.json_values import JsonValue
+from chem_persistence.domain.json_values import JsonValue
 
 HASH_HEX_LENGTH = 64
 _HASH_RE = re.compile(r"[0-9a-f]{64}")

@@ -26,8 +26,8 @@ from uuid import UUID
 
 import msgspec
 
-from domain.errors import InvalidValue
-from domain.events import (
+from chem_persistence.domain.errors import InvalidValue
+from chem_persistence.domain.events import (
     CHECKS,
     KIND_CLASSES,
     Artifact,
@@ -47,12 +47,12 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import MAX_DEPTH, JsonValue, check_json, encode_json
-from domain.reference_decoder import ENVELOPE_VERSION as ENVELOPE_VERSION
-from domain.reference_decoder import DecodeError as DecodeError
-from domain.reference_decoder import decode_error as decode_error
-from domain.reference_decoder import decode_kind as decode_kind
-from domain.reference_decoder import head, reference_envelope
+from chem_persistence.domain.json_values import MAX_DEPTH, JsonValue, check_json, encode_json
+from chem_persistence.domain.reference_decoder import ENVELOPE_VERSION as ENVELOPE_VERSION
+from chem_persistence.domain.reference_decoder import DecodeError as DecodeError
+from chem_persistence.domain.reference_decoder import decode_error as decode_error
+from chem_persistence.domain.reference_decoder import decode_kind as decode_kind
+from chem_persistence.domain.reference_decoder import head, reference_envelope
 
 KIND_NAMES: dict[str, type[FlowEventKind]] = {cls.__name__: cls for cls in KIND_CLASSES}
 

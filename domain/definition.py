@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from domain.canonical import definition_hash
-from domain.events import Artifact, CoreEngineError
-from domain.json_values import JsonValue
+from chem_persistence.domain.canonical import definition_hash
+from chem_persistence.domain.events import Artifact, CoreEngineError
+from chem_persistence.domain.json_values import JsonValue
 
 PROPERTY_PREFERENCE_ASSIGNED = "PROPERTY_PREFERENCE_ASSIGNED"
 

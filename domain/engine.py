@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-from domain.canonical import flow_fingerprint, step_fingerprint, with_policy
-from domain.definition import (
+from chem_persistence.domain.canonical import flow_fingerprint, step_fingerprint, with_policy
+from chem_persistence.domain.definition import (
     PROPERTY_PREFERENCE_ASSIGNED,
     FlowDefinition,
     Signal,
@@ -15,7 +15,7 @@ from domain.definition import (
     StepFailure,
     StepOutcome,
 )
-from domain.events import (
+from chem_persistence.domain.events import (
     Artifact,
     CoreEngineError,
     FlowCompleted,
@@ -30,8 +30,8 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.replay import InMemoryFlowRepository
-from domain.store import EventStore, utc_now
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.store import EventStore, utc_now
 
 ENGINE_VERSION = "chem-core-py/0.1"
 

@@ -7,10 +7,10 @@ because PostgreSQL JSONB has no negative zero.
 
 from __future__ import annotations
 
-from domain.canonical import canonical_json
-from domain.codec import encode_kind
-from domain.events import FlowEventKind
-from domain.json_values import JsonValue
+from chem_persistence.domain.canonical import canonical_json
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.events import FlowEventKind
+from chem_persistence.domain.json_values import JsonValue
 
 
 def stored_form(kind: FlowEventKind) -> str:

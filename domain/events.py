@@ -19,9 +19,9 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import force_setattr
 
-from domain.canonical import hash_value
-from domain.errors import InvalidKind
-from domain.json_values import JsonValue, check_json, check_text, text_ok
+from chem_persistence.domain.canonical import hash_value
+from chem_persistence.domain.errors import InvalidKind
+from chem_persistence.domain.json_values import JsonValue, check_json, check_text, text_ok
 
 # --- field checks (shared by every kind) ------------------------------------------------------
 

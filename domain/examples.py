@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.canonical import hash_value
-from domain.definition import (
+from chem_persistence.domain.canonical import hash_value
+from chem_persistence.domain.definition import (
     PROPERTY_PREFERENCE_ASSIGNED,
     FlowDefinition,
     Signal,
@@ -18,8 +18,8 @@ from domain.definition import (
     StepOutcome,
     StepSuccess,
 )
-from domain.events import Artifact, MessageError
-from domain.json_values import JsonValue
+from chem_persistence.domain.events import Artifact, MessageError
+from chem_persistence.domain.json_values import JsonValue
 
 _FRAGMENTS = ("C", "CC", "O", "N", "c1ccccc1", "C(=O)O", "Cl", "F", "S", "C#N")
 _NAMES = ("méthane", "éthanol", "β-carotène", "caffeine", "ацетон", "苯", "aspirin")

@@ -17,7 +17,7 @@ from typing import TypeAlias
 
 import msgspec
 
-from domain.errors import InvalidValue
+from chem_persistence.domain.errors import InvalidValue
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 

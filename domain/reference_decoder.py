@@ -13,9 +13,9 @@ from uuid import UUID
 
 import msgspec
 
-from domain.canonical import is_hash
-from domain.errors import InvalidKind, InvalidValue
-from domain.events import (
+from chem_persistence.domain.canonical import is_hash
+from chem_persistence.domain.errors import InvalidKind, InvalidValue
+from chem_persistence.domain.events import (
     MESSAGE_ERRORS,
     UNIT_ERRORS,
     Artifact,
@@ -34,7 +34,7 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import InvalidJson, check_json
+from chem_persistence.domain.json_values import InvalidJson, check_json
 
 ENVELOPE_VERSION = 1
 ENVELOPE_FIELDS = ("v", "flow_id", "seq", "ts", "event_type", "payload", "artifacts")

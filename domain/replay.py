@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from domain.definition import FlowDefinition
-from domain.events import FlowCompleted, FlowEvent, StepFailed, StepFinished, StepStarted
+from chem_persistence.domain.definition import FlowDefinition
+from chem_persistence.domain.events import (
+    FlowCompleted,
+    FlowEvent,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+)
 
 
 class StepState(enum.Enum):

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.batches import FlowBatch, FlowOutcome, judge
-from domain.equality import stored_form
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
-from domain.events import (
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome, judge
+from chem_persistence.domain.equality import stored_form
+from chem_persistence.domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
+from chem_persistence.domain.events import (
     Artifact,
     FlowEvent,
     FlowEventKind,

@@ -19,12 +19,12 @@ from uuid import UUID
 import psycopg
 from psycopg.types.string import TextLoader
 
-from domain.batches import FlowBatch, FlowOutcome, judge
-from domain.codec import decode_stored_kinds, kind_json
-from domain.events import Artifact, FlowEvent, StepFinished
-from domain.json_values import dumps
-from domain.store import same_event
-from eventlog.queries import query
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome, judge
+from chem_persistence.domain.codec import decode_stored_kinds, kind_json
+from chem_persistence.domain.events import Artifact, FlowEvent, StepFinished
+from chem_persistence.domain.json_values import dumps
+from chem_persistence.domain.store import same_event
+from chem_persistence.eventlog.queries import query
 
 LOCK_NAMESPACE = 0x63686D31  # "chm1": the first key of every per-flow advisory lock
 UNKNOWN_ARTIFACT_KIND = "unknown"

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from domain.settings import InvalidSetting, read_bool, read_int
+from chem_persistence.domain.settings import InvalidSetting, read_bool, read_int
 
 logger = logging.getLogger(__name__)
 

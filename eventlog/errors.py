@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import psycopg
 import psycopg_pool
 
-from domain.errors import ArtifactHashMismatch, InvalidValue, SeqConflict, SeqGap
+from chem_persistence.domain.errors import ArtifactHashMismatch, InvalidValue, SeqConflict, SeqGap
 
 log = logging.getLogger(__name__)
 

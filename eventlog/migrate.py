@@ -29,14 +29,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from eventlog.config import normalize_url, redact_text, redact_url
+from chem_persistence.eventlog.config import normalize_url, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
-#: The repository root: alembic.ini and migrations/ sit beside the eventlog package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+#: The revisions travel inside the package (``chem_persistence/migrations``), so an installed
+#: wheel migrates from anywhere; in a checkout that folder links to the repository's migrations/.
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 HEAD = "head"
 BASE = "base"
@@ -61,10 +60,10 @@ _alembic_lock = threading.Lock()
 
 def alembic_config(url: str | None = None, output_buffer: io.StringIO | None = None) -> Config:
     """An alembic Config for the repository's migrations, aimed at ``url`` when given."""
-    config = Config(str(ALEMBIC_INI), output_buffer=output_buffer)
+    # No ini file: alembic.ini is for the ``alembic`` command in a checkout, not for the package.
+    config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    # eventlog is already importable here; do not prepend the root to sys.path on every call.
-    config.set_main_option("prepend_sys_path", "")
+    config.set_main_option("path_separator", "os")
     config.attributes[CONFIGURE_LOGGING_ATTRIBUTE] = False
     if url is not None:
         config.attributes[URL_ATTRIBUTE] = normalize_url(url)

@@ -10,8 +10,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from eventlog import migrate as migrations
-from eventlog.config import DatabaseSettings, redact_text
+from chem_persistence.eventlog import migrate as migrations
+from chem_persistence.eventlog.config import DatabaseSettings, redact_text
 
 logger = logging.getLogger(__name__)
 

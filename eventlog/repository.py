@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from domain.definition import FlowDefinition
-from domain.replay import FlowInstance, InMemoryFlowRepository
-from eventlog.store import PgEventStore
+from chem_persistence.domain.definition import FlowDefinition
+from chem_persistence.domain.replay import FlowInstance, InMemoryFlowRepository
+from chem_persistence.eventlog.store import PgEventStore
 
 
 class PgFlowRepository:

@@ -20,7 +20,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from eventlog.errors import classify, is_retryable, report_fault, sqlstate_of
+from chem_persistence.eventlog.errors import classify, is_retryable, report_fault, sqlstate_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -22,14 +22,24 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.errors import SeqConflict
-from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
-from domain.store import check_artifact_bodies, check_batch_shape, same_event, utc_now
-from eventlog.batch import LOCK_NAMESPACE, insert_events, rows_to_events, write_flows
-from eventlog.errors import ErrorClass, classify, sqlstate_of
-from eventlog.queries import query
-from eventlog.retry import RetryPolicy
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.errors import SeqConflict
+from chem_persistence.domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished
+from chem_persistence.domain.store import (
+    check_artifact_bodies,
+    check_batch_shape,
+    same_event,
+    utc_now,
+)
+from chem_persistence.eventlog.batch import (
+    LOCK_NAMESPACE,
+    insert_events,
+    rows_to_events,
+    write_flows,
+)
+from chem_persistence.eventlog.errors import ErrorClass, classify, sqlstate_of
+from chem_persistence.eventlog.queries import query
+from chem_persistence.eventlog.retry import RetryPolicy
 
 
 @dataclass(frozen=True)

@@ -24,20 +24,20 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Worker
 
-from domain.engine import FlowEngine
-from domain.events import FlowCompleted, StepFinished
-from domain.examples import example_flow
-from domain.replay import InMemoryFlowRepository
-from eventlog.config import DatabaseSettings
-from eventlog.pool import open_pool
-from eventlog.repository import PgFlowRepository
-from eventlog.store import PgEventStore
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.events import FlowCompleted, StepFinished
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import open_pool
+from chem_persistence.eventlog.repository import PgFlowRepository
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.queued_store import QueuedEventStore
 from lab.embedded import raise_keyboard_interrupt
 from lab.local_servers import Services, resolve_services
 from lab.ports import free_port
-from producer.config import QueueSettings
-from producer.producer import Producer
-from producer.queued_store import QueuedEventStore
 
 DRAIN_TIMEOUT_SECONDS = 300.0
 WORKER_START_TIMEOUT_SECONDS = 60.0
@@ -97,7 +97,7 @@ def _workers(
             cmd = [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "chem_persistence.worker.cli",
                 "worker",
                 "--name",
                 f"demo-{os.getpid()}-{i}",

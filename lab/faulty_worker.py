@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from domain.batches import FlowOutcome
-from worker import runtime as worker_runtime
-from worker.cli import main as cli_main
-from worker.sweep import SweepHooks
+from chem_persistence.domain.batches import FlowOutcome
+from chem_persistence.worker import runtime as worker_runtime
+from chem_persistence.worker.cli import main as cli_main
+from chem_persistence.worker.sweep import SweepHooks
 
 
 def _armed(arm_file: Path | None) -> bool:

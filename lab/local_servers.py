@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from eventlog.config import url_with_database
+from chem_persistence.eventlog.config import url_with_database
 from lab.embedded import embedded_servers
 from lab.ports import port_answers
 

@@ -21,8 +21,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, text
 
-from eventlog.config import database_url_from_env, normalize_url, redact_url
-from eventlog.migrate import (
+from chem_persistence.eventlog.config import database_url_from_env, normalize_url, redact_url
+from chem_persistence.eventlog.migrate import (
     CONFIGURE_LOGGING_ATTRIBUTE,
     MIGRATION_LOCK_KEY,
     URL_ATTRIBUTE,

@@ -12,7 +12,7 @@ from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from domain.settings import InvalidSetting, read_int, read_text
+from chem_persistence.domain.settings import InvalidSetting, read_int, read_text
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_QUEUE = "chem-ingest"

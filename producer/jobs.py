@@ -11,7 +11,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-SWEEP_FUNCTION = "worker.job.sweep"
+SWEEP_FUNCTION = "chem_persistence.worker.job.sweep"
 #: rq kills a job running longer than this; a sweep's slice is far shorter (worker settings).
 SWEEP_JOB_TIMEOUT_SECONDS = 300
 FAILED_JOB_TTL_SECONDS = 7 * 24 * 3600

@@ -17,12 +17,17 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from domain.events import Artifact, FlowEvent
-from producer.config import QueueSettings
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, enqueue_sweep, ingest_queue
-from producer.keys import Keys, ShardKeys
-from producer.scripts import Scripts
-from producer.wire import encode_envelope
+from chem_persistence.domain.events import Artifact, FlowEvent
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.jobs import (
+    EMIT_MAX_SWEEPS,
+    QUEUED_SWEEP_TTL_MS,
+    enqueue_sweep,
+    ingest_queue,
+)
+from chem_persistence.producer.keys import Keys, ShardKeys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import encode_envelope
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from datetime import datetime
 from typing import Protocol, cast
 from uuid import UUID
 
-from domain.events import Artifact, FlowEvent, FlowEventKind
-from domain.store import InMemoryEventStore, utc_now
-from producer.dead_letter import entry_of, parse_record
-from producer.producer import Producer
-from producer.wire import decode_envelope
+from chem_persistence.domain.events import Artifact, FlowEvent, FlowEventKind
+from chem_persistence.domain.store import InMemoryEventStore, utc_now
+from chem_persistence.producer.dead_letter import entry_of, parse_record
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.wire import decode_envelope
 
 _POLL_START_SECONDS = 0.001
 _POLL_MAX_SECONDS = 0.05

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain import codec
-from domain.codec import ENVELOPE_VERSION
-from domain.errors import InvalidValue
-from domain.events import Artifact, FlowEvent
+from chem_persistence.domain import codec
+from chem_persistence.domain.codec import ENVELOPE_VERSION
+from chem_persistence.domain.errors import InvalidValue
+from chem_persistence.domain.events import Artifact, FlowEvent
 
 __all__ = ["ENVELOPE_VERSION", "InvalidEvent", "decode_envelope", "encode_envelope"]
 

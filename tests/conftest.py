@@ -41,9 +41,14 @@ import pytest
 import redis
 from psycopg import sql
 
-from eventlog import migrate
-from eventlog.config import DatabaseSettings, redact_text, redact_url, url_with_database
-from eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog import migrate
+from chem_persistence.eventlog.config import (
+    DatabaseSettings,
+    redact_text,
+    redact_url,
+    url_with_database,
+)
+from chem_persistence.eventlog.pool import Pool, open_pool
 from tests.redis_claim import ClaimLost, ClaimRefused, RedisClaim, new_session_id
 
 ADMIN_URL_ENV = "TEST_ADMIN_DATABASE_URL"

@@ -31,10 +31,10 @@ import msgspec
 from hypothesis import note
 from hypothesis import strategies as st
 
-from domain.canonical import is_hash
-from domain.codec import encode_kind
-from domain.errors import StoreError
-from domain.events import (
+from chem_persistence.domain.canonical import is_hash
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.errors import StoreError
+from chem_persistence.domain.events import (
     Artifact,
     FlowEvent,
     FlowEventKind,
@@ -45,13 +45,14 @@ from domain.events import (
     StepSignal,
     UnitError,
 )
-from domain.json_values import MAX_DEPTH
-from domain.store import check_artifact_bodies
-from producer.dead_letter import entry_of
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
-from producer.keys import Keys, ShardKeys
-from producer.scripts import Scripts
-from producer.wire import InvalidEvent, decode_envelope, encode_envelope
+from chem_persistence.domain.json_values import MAX_DEPTH
+from chem_persistence.domain.store import check_artifact_bodies
+from chem_persistence.producer.dead_letter import entry_of
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.keys import Keys, ShardKeys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import InvalidEvent, decode_envelope, encode_envelope
+from chem_persistence.worker.sweep import CycleResult, Sweeper
 from tests.strategies import (
     artifacts,
     event_kinds,
@@ -64,7 +65,6 @@ from tests.strategies import (
     texts,
     timestamps,
 )
-from worker.sweep import CycleResult, Sweeper
 
 NAN = float("nan")
 T = TypeVar("T")

@@ -110,7 +110,10 @@ def repository_files(root: Path) -> list[str]:
         capture_output=True,
         check=True,
     ).stdout
-    return sorted({name for name in out.decode().split("\0") if name and (root / name).is_file()})
+    names = out.decode().split("\0")
+    # A symlink (chem_persistence/ links to the package folders) counts as a file: it is copied
+    # as a link, so that a mutation of domain/x.py is what chem_persistence.domain.x imports.
+    return sorted({n for n in names if n and ((root / n).is_symlink() or (root / n).is_file())})
 
 
 @contextmanager
@@ -126,7 +129,11 @@ def scratch_copy(root: Path) -> Iterator[Path]:
         for name in repository_files(root):
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / name, target)
+            source = root / name
+            if source.is_symlink():
+                target.symlink_to(source.readlink())
+            else:
+                shutil.copy2(source, target)
         yield directory
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -174,7 +181,7 @@ def check_imports_from(copy: Path) -> None:
     """The copy's packages, not the working tree's, are what a child process imports."""
     env = dict(os.environ, PYTHONPATH=str(copy))
     shown = subprocess.run(
-        [sys.executable, "-c", "import eventlog, domain, worker; print(eventlog.__file__)"],
+        [sys.executable, "-c", "import chem_persistence.eventlog as e; print(e.__file__)"],
         cwd=copy,
         env=env,
         capture_output=True,

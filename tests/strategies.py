@@ -17,8 +17,13 @@ from uuid import UUID
 import msgspec
 from hypothesis import strategies as st
 
-from domain.definition import FlowDefinition, StepDefinition, StepOutcome, StepSuccess
-from domain.events import (
+from chem_persistence.domain.definition import (
+    FlowDefinition,
+    StepDefinition,
+    StepOutcome,
+    StepSuccess,
+)
+from chem_persistence.domain.events import (
     MESSAGE_ERRORS,
     UNIT_ERRORS,
     Artifact,
@@ -37,7 +42,7 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import JsonValue
+from chem_persistence.domain.json_values import JsonValue
 
 K = TypeVar("K", bound=msgspec.Struct)
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from worker import metrics
+from chem_persistence.worker import metrics
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,15 @@ import psycopg
 import redis.exceptions
 from rq import Queue
 
-from eventlog.config import DEFAULT_DATABASE_URL, redact_text, redact_url
-from producer.config import DEFAULT_REDIS_URL, QueueSettings
-from producer.jobs import ingest_queue
-from producer.keys import Keys
-from producer.scripts import Scripts
-from worker.deadletters import DeadLetters, StaleCommand
-from worker.runtime import starter
-from worker.version import __version__
+from chem_persistence.eventlog.config import DEFAULT_DATABASE_URL, redact_text, redact_url
+from chem_persistence.producer.config import DEFAULT_REDIS_URL, QueueSettings
+from chem_persistence.producer.jobs import ingest_queue
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker import logs
+from chem_persistence.worker.deadletters import DeadLetters, StaleCommand
+from chem_persistence.worker.runtime import starter
+from chem_persistence.worker.version import __version__
 
 log = logging.getLogger("chem_persistence")
 
@@ -55,8 +56,8 @@ def _dead_letters() -> tuple[DeadLetters, Queue]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from eventlog import migrate
-    from eventlog.config import DatabaseSettings, redact_url
+    from chem_persistence.eventlog import migrate
+    from chem_persistence.eventlog.config import DatabaseSettings, redact_url
 
     if args.sql:
         print(migrate.offline_sql())
@@ -73,14 +74,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.service import run_worker
+    from chem_persistence.worker.service import run_worker
 
     run_worker(burst=args.burst, fork=args.fork, name=args.name)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from worker.status import collect, health, render
+    from chem_persistence.worker.status import collect, health, render
 
     dlq, queue = _dead_letters()
     status = collect(dlq.redis, dlq.keys, queue, dlq)
@@ -133,10 +134,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from eventlog.config import DatabaseSettings
-    from eventlog.pool import open_pool
-    from eventlog.store import PgEventStore
-    from worker.replay_view import as_json, render, replay
+    from chem_persistence.eventlog.config import DatabaseSettings
+    from chem_persistence.eventlog.pool import open_pool
+    from chem_persistence.eventlog.store import PgEventStore
+    from chem_persistence.worker.replay_view import as_json, render, replay
 
     settings = DatabaseSettings.from_env()
     with open_pool(settings) as pool:
@@ -267,10 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         level = log_level(os.environ.get(ENV_LOG_LEVEL), args.command, args.verbose, args.quiet)
+        chosen_format = logs.log_format(os.environ.get(logs.ENV_LOG_FORMAT))
     except ValueError as exc:
         print(f"chem-persistence: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(level, chosen_format)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

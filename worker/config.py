@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from domain.settings import InvalidSetting, raw, read_float, read_int
-from producer.config import REDIS_SOCKET_TIMEOUT_SECONDS
-from producer.jobs import SWEEP_JOB_TIMEOUT_SECONDS
+from chem_persistence.domain.settings import InvalidSetting, raw, read_float, read_int
+from chem_persistence.producer.config import REDIS_SOCKET_TIMEOUT_SECONDS
+from chem_persistence.producer.jobs import SWEEP_JOB_TIMEOUT_SECONDS
 
 DEFAULT_BATCH_SIZE = 500  # events per PostgreSQL transaction (all the flows of a claim)
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024  # envelope bytes per transaction, far below PG's limits

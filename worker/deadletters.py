@@ -17,11 +17,11 @@ from typing import Any, cast
 
 from redis import Redis
 
-from producer.dead_letter import entry_of, parse_record
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
-from producer.keys import Keys
-from producer.scripts import Scripts
-from producer.wire import InvalidEvent, decode_envelope
+from chem_persistence.producer.dead_letter import entry_of, parse_record
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import InvalidEvent, decode_envelope
 
 log = logging.getLogger(__name__)
 

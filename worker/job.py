@@ -8,8 +8,8 @@ from typing import Any
 
 from rq import Worker, get_current_job
 
-from worker.runtime import Runtime, runtime
-from worker.sweep import REDIS_ERRORS, SweepTotals
+from chem_persistence.worker.runtime import Runtime, runtime
+from chem_persistence.worker.sweep import REDIS_ERRORS, SweepTotals
 
 log = logging.getLogger(__name__)
 

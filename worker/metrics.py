@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from eventlog.errors import OperationalFault, add_fault_listener
+from chem_persistence.eventlog.errors import OperationalFault, add_fault_listener
 
 EVENTS_APPENDED = Counter("chem_events_appended_total", "Events committed to PostgreSQL")
 BATCH_SIZE = Histogram(

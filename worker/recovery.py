@@ -20,11 +20,11 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
-from producer.keys import Keys, ShardKeys
-from producer.scripts import Scripts
-from worker.config import WorkerSettings
-from worker.sweep import REDIS_ERRORS
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.keys import Keys, ShardKeys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

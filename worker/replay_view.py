@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domain.codec import encode_kind
-from domain.definition import FlowDefinition, StepDefinition, StepFailure
-from domain.events import (
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.definition import FlowDefinition, StepDefinition, StepFailure
+from chem_persistence.domain.events import (
     FlowEvent,
     FlowInitialized,
     MessageError,
@@ -16,7 +16,7 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.replay import FlowInstance, InMemoryFlowRepository
+from chem_persistence.domain.replay import FlowInstance, InMemoryFlowRepository
 
 
 def _not_runnable(*_: Any) -> StepFailure:

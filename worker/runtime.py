@@ -17,17 +17,17 @@ from psycopg_pool import ConnectionPool
 from redis import Redis
 from rq import Queue
 
-from eventlog.config import DatabaseSettings, redact_url
-from eventlog.errors import sqlstate_of
-from eventlog.pool import open_pool
-from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.jobs import enqueue_sweep, ingest_queue
-from producer.keys import Keys
-from producer.scripts import Scripts
-from worker import metrics
-from worker.config import WorkerSettings
-from worker.sweep import REDIS_ERRORS, FlowsStore, Sweeper, SweepHooks
+from chem_persistence.eventlog.config import DatabaseSettings, redact_url
+from chem_persistence.eventlog.errors import sqlstate_of
+from chem_persistence.eventlog.pool import open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.jobs import enqueue_sweep, ingest_queue
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker import metrics
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import REDIS_ERRORS, FlowsStore, Sweeper, SweepHooks
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from eventlog.config import redact_url
-from producer.jobs import SWEEP_FUNCTION
-from producer.keys import Keys
-from worker.recovery import PeriodicRecovery, Recovery
-from worker.runtime import Runtime, runtime, starter
-from worker.sweep import REDIS_ERRORS
-from worker.version import __version__
+from chem_persistence.eventlog.config import redact_url
+from chem_persistence.producer.jobs import SWEEP_FUNCTION
+from chem_persistence.producer.keys import Keys
+from chem_persistence.worker.recovery import PeriodicRecovery, Recovery
+from chem_persistence.worker.runtime import Runtime, runtime, starter
+from chem_persistence.worker.sweep import REDIS_ERRORS
+from chem_persistence.worker.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from producer.keys import Keys
-from worker.deadletters import DeadLetters, ParkedFlow
+from chem_persistence.producer.keys import Keys
+from chem_persistence.worker.deadletters import DeadLetters, ParkedFlow
 
 
 @dataclass(frozen=True)

@@ -29,19 +29,19 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.errors import ArtifactHashMismatch
-from domain.events import Artifact, FlowEvent
-from domain.store import check_artifact_bodies
-from eventlog.errors import sqlstate_of
-from producer.dead_letter import make_record, printable
-from producer.jobs import QUEUED_SWEEP_TTL_MS
-from producer.keys import ShardKeys
-from producer.scripts import Scripts
-from producer.wire import InvalidEvent, decode_envelope
-from worker import metrics
-from worker.backoff import Backoff
-from worker.config import WorkerSettings
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.errors import ArtifactHashMismatch
+from chem_persistence.domain.events import Artifact, FlowEvent
+from chem_persistence.domain.store import check_artifact_bodies
+from chem_persistence.eventlog.errors import sqlstate_of
+from chem_persistence.producer.dead_letter import make_record, printable
+from chem_persistence.producer.jobs import QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.keys import ShardKeys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import InvalidEvent, decode_envelope
+from chem_persistence.worker import metrics
+from chem_persistence.worker.backoff import Backoff
+from chem_persistence.worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from uuid import UUID
 import msgspec
 import orjson
 
-from domain.codec import kind_json
-from domain.events import FlowInitialized
-from domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.codec import kind_json
+from chem_persistence.domain.events import FlowInitialized
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.producer.wire import decode_envelope, encode_envelope
 from lab.bench.config import BenchError
 from lab.bench.core import Bench
 from lab.bench.data import flow_definition, flow_kinds
 from lab.bench.measure import Row, Stopwatch
-from producer.wire import decode_envelope, encode_envelope
 
 TARGET_ENCODE_US = 5.0
 TARGET_DECODE_US = 5.0

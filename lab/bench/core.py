@@ -13,9 +13,11 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from eventlog.config import DatabaseSettings
-from eventlog.pool import Pool, open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.keys import ShardKeys
+from chem_persistence.producer.producer import Producer
 from lab.bench.config import POLL_SECONDS, RUN_TIMEOUT_SECONDS, BenchError, Scale, say
 from lab.bench.data import Dataset
 from lab.bench.measure import (
@@ -29,8 +31,6 @@ from lab.bench.measure import (
 )
 from lab.bench.servers import BenchEnv, delete_keys, reset_database
 from lab.bench.workers import WorkerSet
-from producer.keys import ShardKeys
-from producer.producer import Producer
 
 
 class Bench:

@@ -11,10 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from domain.canonical import flow_fingerprint, hash_text
-from domain.codec import encode_kind
-from domain.definition import FlowDefinition, StepDefinition, StepOutcome, StepSuccess
-from domain.events import (
+from chem_persistence.domain.canonical import flow_fingerprint, hash_text
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.definition import (
+    FlowDefinition,
+    StepDefinition,
+    StepOutcome,
+    StepSuccess,
+)
+from chem_persistence.domain.events import (
     Artifact,
     FlowCompleted,
     FlowEvent,
@@ -25,7 +30,7 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.json_values import JsonValue, dumps
+from chem_persistence.domain.json_values import JsonValue, dumps
 
 # --- the generated events ---------------------------------------------------------------------
 
@@ -147,7 +152,7 @@ class Dataset:
 
     @classmethod
     def of(cls, events: list[FlowEvent], flows: list[UUID]) -> Dataset:
-        from producer.wire import encode_envelope
+        from chem_persistence.producer.wire import encode_envelope
 
         envelopes = [encode_envelope(e) for e in events]
         rows = [(e.flow_id, e.seq, e.ts, e.event_type, dumps(encode_kind(e.kind))) for e in events]

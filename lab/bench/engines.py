@@ -72,7 +72,7 @@ def engine_main(conn: multiprocessing.connection.Connection) -> None:
 
 
 def _prepare(task: Task, kinds: Any) -> Any:
-    from domain.events import FlowEvent
+    from chem_persistence.domain.events import FlowEvent
 
     flows = [uuid.UUID(f) for f in task.flows]
     offered = int(task.rate * task.seconds)
@@ -80,8 +80,8 @@ def _prepare(task: Task, kinds: Any) -> Any:
     if task.mode == "pipeline":
         from redis import Redis
 
-        from producer.config import QueueSettings
-        from producer.producer import Producer
+        from chem_persistence.producer.config import QueueSettings
+        from chem_persistence.producer.producer import Producer
 
         redis = Redis.from_url(task.redis_url)
         producer = Producer(redis, QueueSettings(task.redis_url, task.queue, task.key_prefix))
@@ -92,9 +92,9 @@ def _prepare(task: Task, kinds: Any) -> Any:
 
         close = redis.close
     else:
-        from eventlog.config import DatabaseSettings
-        from eventlog.pool import open_pool
-        from eventlog.store import PgEventStore
+        from chem_persistence.eventlog.config import DatabaseSettings
+        from chem_persistence.eventlog.pool import open_pool
+        from chem_persistence.eventlog.store import PgEventStore
 
         pool = open_pool(
             DatabaseSettings(url=task.database_url, min_connections=1, max_connections=1),

@@ -9,14 +9,14 @@ import time
 from functools import partial
 from typing import Any
 
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, enqueue_sweep
+from chem_persistence.producer.producer import EMIT_MANY_CHUNK
 from lab.bench.config import PIPELINE_FLOWS, REDIS_KEPT_KEYS, SUSTAINED_CHUNK, say
 from lab.bench.core import Bench
 from lab.bench.data import Dataset
 from lab.bench.measure import Stopwatch, chunks
 from lab.bench.servers import check_stored
 from lab.bench.workers import WorkerSet
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, enqueue_sweep
-from producer.producer import EMIT_MANY_CHUNK
 
 IDLE_TIMEOUT_SECONDS = 60.0  # sweeps end after their linger (5 s by default)
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from domain.events import FlowEvent
+from chem_persistence.domain.events import FlowEvent
 from lab.bench.config import SUSTAINED_CHUNK, say
 from lab.bench.core import Bench
 from lab.bench.measure import chunks

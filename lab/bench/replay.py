@@ -11,12 +11,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from domain.codec import encode_kind
-from domain.events import (
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.events import (
     FlowInitialized,
 )
-from domain.json_values import dumps
-from domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.json_values import dumps
+from chem_persistence.domain.replay import InMemoryFlowRepository
 from lab.bench.config import BenchError
 from lab.bench.core import Bench
 from lab.bench.data import flow_definition, flow_kinds

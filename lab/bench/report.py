@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chem_persistence.worker.config import WorkerSettings
 from lab.bench.codec import codec_targets
 from lab.bench.config import (
     PIPELINE_FLOWS,
@@ -29,7 +30,6 @@ from lab.bench.config import (
 )
 from lab.bench.core import Bench
 from lab.bench.measure import Row
-from worker.config import WorkerSettings
 
 #: The ceiling the pipeline's ratios use: batched INSERT, 1,000 events per statement.
 CEILING_KEYS = ("a.insert.multirow", "a.insert.json")

@@ -26,13 +26,13 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
-from eventlog import migrate
-from eventlog.config import redact_url, url_with_database
+from chem_persistence.eventlog import migrate
+from chem_persistence.eventlog.config import redact_url, url_with_database
+from chem_persistence.producer.config import QueueSettings
 from lab.bench.config import ADMIN_URL_ENV, BenchError, say
 from lab.bench.data import Dataset
 from lab.bench.measure import chunks
 from lab.local_servers import LOCAL_PG_ADMIN_URL, LOCAL_REDIS_URL
-from producer.config import QueueSettings
 
 # --- the bench environment: database, Redis names, cleanup ------------------------------------
 

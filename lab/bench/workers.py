@@ -17,14 +17,14 @@ from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
-from eventlog.config import DatabaseSettings
-from eventlog.pool import open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.wire import decode_envelope
 from lab.bench.config import WORKER_START_TIMEOUT_SECONDS, WORKER_STOP_SECONDS, BenchError
 from lab.bench.measure import proc_status_kib
 from lab.bench.servers import BenchEnv
-from producer.config import QueueSettings
-from producer.wire import decode_envelope
 
 
 def process_alive(pid: int) -> bool:

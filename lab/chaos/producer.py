@@ -22,10 +22,10 @@ from pathlib import Path
 
 from redis import Redis
 
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.keys import ShardKeys
+from chem_persistence.producer.producer import REDIS_ERRORS, Producer
 from lab.chaos.stream import expected_event
-from producer.config import QueueSettings
-from producer.keys import ShardKeys
-from producer.producer import REDIS_ERRORS, Producer
 
 #: The exit status of a producer that died between its Lua call and the rq enqueue.
 EXIT_DIED_BEFORE_ENQUEUE = 17

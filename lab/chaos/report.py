@@ -9,10 +9,10 @@ from typing import Any
 
 from redis import Redis
 
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.keys import Keys
 from lab.chaos.faults import FAULT_KINDS
 from lab.chaos.stream import expected_event, flow_id_of
-from producer.keys import Keys
 
 MAX_PROBLEMS = 50
 

@@ -29,9 +29,10 @@ import psycopg
 import redis.exceptions
 from redis import Redis
 
-from eventlog.config import DatabaseSettings
-from eventlog.pool import open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.keys import Keys
 from lab.chaos.faults import ARMED_KINDS, FAULT_KINDS, INJECTED_KINDS, fault_period, inject
 from lab.chaos.faults import weighted as weighted_fault
 from lab.chaos.fleet import Fleet
@@ -40,7 +41,6 @@ from lab.chaos.servers import Servers, private_servers
 from lab.chaos.stream import flow_id_of
 from lab.embedded import raise_keyboard_interrupt
 from lab.proxy import ReplyLoss
-from producer.keys import Keys
 
 CHAOS_ROOT = Path(".chem") / "chaos"
 DEFAULT_REPLY_LOSS = 0.02

@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from domain.canonical import hash_value
-from domain.events import (
+from chem_persistence.domain.canonical import hash_value
+from chem_persistence.domain.events import (
     Artifact,
     FlowEvent,
     FlowEventKind,
@@ -17,7 +17,7 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.json_values import JsonValue
+from chem_persistence.domain.json_values import JsonValue
 
 BASE_TS = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,12 +12,18 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.errors import SeqConflict, SeqGap
-from domain.events import Artifact, FlowEvent, FlowInitialized, StepFinished, StepStarted
-from domain.store import InMemoryEventStore
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.errors import SeqConflict, SeqGap
+from chem_persistence.domain.events import (
+    Artifact,
+    FlowEvent,
+    FlowInitialized,
+    StepFinished,
+    StepStarted,
+)
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 FP = "e" * 64

@@ -15,9 +15,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.equality import stored_form
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
-from domain.events import (
+from chem_persistence.domain.equality import stored_form
+from chem_persistence.domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
+from chem_persistence.domain.events import (
     Artifact,
     FlowCompleted,
     FlowEvent,
@@ -27,10 +27,10 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.store import InMemoryEventStore
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
-from producer.wire import decode_envelope, encode_envelope
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.wire import decode_envelope, encode_envelope
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 FP = "f" * 64

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
 from tests.integration.queue_helpers import QueueEnv, WorkerProcesses, worker_processes
 
 

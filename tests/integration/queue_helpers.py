@@ -30,8 +30,8 @@ import psycopg
 from redis import Redis
 from rq import Queue
 
-from domain.canonical import hash_value
-from domain.events import (
+from chem_persistence.domain.canonical import hash_value
+from chem_persistence.domain.events import (
     Artifact,
     FlowCompleted,
     FlowEvent,
@@ -47,12 +47,12 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import JsonValue
-from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.jobs import ingest_queue
-from producer.keys import Keys, ShardKeys
-from producer.producer import Producer
+from chem_persistence.domain.json_values import JsonValue
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.jobs import ingest_queue
+from chem_persistence.producer.keys import Keys, ShardKeys
+from chem_persistence.producer.producer import Producer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.05
@@ -164,7 +164,9 @@ class WorkerProcesses:
     logs: list[Path] = field(default_factory=list)
 
     def start(self, *args: str, **overrides: str | float) -> subprocess.Popen[bytes]:
-        return self._spawn([sys.executable, "-m", "worker.cli", "worker", *args], overrides)
+        return self._spawn(
+            [sys.executable, "-m", "chem_persistence.worker.cli", "worker", *args], overrides
+        )
 
     def start_faulty(self, *faults: str, **overrides: str | float) -> subprocess.Popen[bytes]:
         """A worker with the lab's crash or pause points (``--kill-after-commit 0.3`` ...)."""
@@ -239,7 +241,7 @@ def worker_processes(env: QueueEnv, log_dir: Path) -> Iterator[WorkerProcesses]:
 def run_cli(env: QueueEnv, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """``chem-persistence ARGS`` as an operator runs it, in this test's environment."""
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "chem_persistence.worker.cli", *args],
         cwd=REPO_ROOT,
         env=env.variables(),
         capture_output=True,

@@ -21,10 +21,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
-from domain.engine import FlowEngine
-from domain.examples import example_flow
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.producer import Producer, QueuedEventStore, QueueSettings
 from lab.ports import free_port
-from producer import Producer, QueuedEventStore, QueueSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0
@@ -110,7 +110,7 @@ class Env:
 def run_cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``chem-persistence ARGS`` as an operator runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "chem_persistence.worker.cli", *args],
         env=dict(env),
         cwd=ROOT,
         capture_output=True,
@@ -127,7 +127,7 @@ def worker_process(
     """A ``chem-persistence -v worker ARGS`` process logging to ``log``; stopped on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "-v", "worker", *args],
+            [sys.executable, "-m", "chem_persistence.worker.cli", "-v", "worker", *args],
             env=dict(env),
             cwd=ROOT,
             stdout=out,

@@ -11,14 +11,14 @@ import psycopg.errors
 import pytest
 import redis
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.events import FlowEvent, StepSignal
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
-from producer.scripts import Scripts
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.events import FlowEvent, StepSignal
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import Sweeper
 from tests.integration.queue_helpers import QueueEnv
-from worker.config import WorkerSettings
-from worker.sweep import Sweeper
 
 MIB = 1024 * 1024
 

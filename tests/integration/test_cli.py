@@ -18,14 +18,14 @@ import pytest
 import redis
 from alembic.script import ScriptDirectory
 
-from domain.codec import encode_kind
-from domain.engine import FlowEngine
-from domain.examples import example_flow
-from domain.replay import InMemoryFlowRepository
-from eventlog import migrate
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
-from producer import Producer, QueuedEventStore, QueueSettings
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.eventlog import migrate
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer import Producer, QueuedEventStore, QueueSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "cli-s3cret-pw"
@@ -53,7 +53,7 @@ PROJECT_VARIABLES = (
 def run_cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "chem_persistence.worker.cli", *args],
         env={**base, **env},
         cwd=ROOT,
         capture_output=True,

@@ -22,8 +22,8 @@ import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
+from chem_persistence.producer.jobs import SWEEP_FUNCTION, SWEEP_JOB_TIMEOUT_SECONDS, ingest_queue
 from lab.ports import free_port
-from producer.jobs import SWEEP_FUNCTION, SWEEP_JOB_TIMEOUT_SECONDS, ingest_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = Path(sys.executable).with_name("rq-dashboard")
@@ -112,7 +112,14 @@ def scene(
         with worker_log.open("wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "worker.cli", "worker", "--name", worker_name],
+                    [
+                        sys.executable,
+                        "-m",
+                        "chem_persistence.worker.cli",
+                        "worker",
+                        "--name",
+                        worker_name,
+                    ],
                     env=env,
                     cwd=ROOT,
                     stdout=out,

@@ -19,13 +19,13 @@ import redis
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
-from producer.keys import Keys
-from producer.scripts import Scripts
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import Sweeper
 from tests.fuzz_strategies import FuzzFlow, check_sweep, fuzz_flows
-from worker.config import WorkerSettings
-from worker.sweep import Sweeper
 
 
 @settings(

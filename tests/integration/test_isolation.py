@@ -17,7 +17,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from eventlog.config import url_with_database
+from chem_persistence.eventlog.config import url_with_database
 from tests.conftest import (
     REDIS_AUTO_ORDER,
     REDIS_DB_ENV,

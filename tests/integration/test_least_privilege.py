@@ -20,11 +20,11 @@ import redis
 from alembic import command
 from psycopg import errors, sql
 
-from domain.events import FlowInitialized, StepStarted
-from eventlog import migrate
-from eventlog.config import DatabaseSettings
-from eventlog.pool import PoolOpenError, open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.domain.events import FlowInitialized, StepStarted
+from chem_persistence.eventlog import migrate
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import PoolOpenError, open_pool
+from chem_persistence.eventlog.store import PgEventStore
 from tests.integration.security_helpers import (
     Env,
     emit_example_flows,

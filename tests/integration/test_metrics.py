@@ -17,10 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from domain.engine import FlowEngine
-from domain.examples import example_flow
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.producer import Producer, QueuedEventStore, QueueSettings
 from lab.ports import free_port
-from producer import Producer, QueuedEventStore, QueueSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "metrics-s3cret-pw"
@@ -94,7 +94,14 @@ def worker(database_url: str, settings: QueueSettings, tmp_path: Path) -> Iterat
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--name", f"metrics-{uuid.uuid4().hex}"],
+            [
+                sys.executable,
+                "-m",
+                "chem_persistence.worker.cli",
+                "worker",
+                "--name",
+                f"metrics-{uuid.uuid4().hex}",
+            ],
             env=env,
             cwd=ROOT,
             stdout=out,

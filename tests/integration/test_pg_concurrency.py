@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-from domain.events import FlowEvent, StepFinished, StepSignal, StepStarted
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
+from chem_persistence.domain.events import FlowEvent, StepFinished, StepSignal, StepStarted
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
 
 THREADS = 8
 EVENTS_PER_THREAD = 200

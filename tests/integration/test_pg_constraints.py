@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from domain.events import (
+from chem_persistence.domain.events import (
     EVENT_TYPES,
     Artifact,
     FlowEvent,
@@ -25,11 +25,11 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.json_values import JsonValue
-from eventlog.batch import UNKNOWN_ARTIFACT_KIND
-from eventlog.errors import IDEMPOTENCY_CONSTRAINT, ErrorClass, classify
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
+from chem_persistence.domain.json_values import JsonValue
+from chem_persistence.eventlog.batch import UNKNOWN_ARTIFACT_KIND
+from chem_persistence.eventlog.errors import IDEMPOTENCY_CONSTRAINT, ErrorClass, classify
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 FP = "c" * 64

@@ -24,7 +24,7 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from domain.events import (
+from chem_persistence.domain.events import (
     Artifact,
     FlowEvent,
     FlowEventKind,
@@ -32,11 +32,11 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from eventlog.config import DatabaseSettings
-from eventlog.errors import ErrorClass, classify
-from eventlog.pool import Pool, open_pool
-from eventlog.retry import RetryPolicy
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.errors import ErrorClass, classify
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.retry import RetryPolicy
+from chem_persistence.eventlog.store import PgEventStore
 
 T0 = datetime(2024, 8, 1, tzinfo=UTC)
 FP = "9" * 64

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from domain.events import FlowEvent, FlowInitialized, StepStarted
-from eventlog.config import DatabaseSettings
-from eventlog.errors import (
+from chem_persistence.domain.events import FlowEvent, FlowInitialized, StepStarted
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.errors import (
     FAULT_REMEDIES,
     LOG_PRIMARY_KEY,
     ErrorClass,
@@ -34,16 +34,16 @@ from eventlog.errors import (
     remove_fault_listener,
     sqlstate_of,
 )
-from eventlog.pool import Pool, open_pool
-from eventlog.retry import RetryPolicy
-from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.scripts import Scripts
-from worker import metrics  # noqa: F401  (registers the counter's fault listener)
-from worker.config import WorkerSettings
-from worker.sweep import StorageUnavailable, Sweeper
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.retry import RetryPolicy
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker import metrics  # noqa: F401  (registers the counter's fault listener)
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import StorageUnavailable, Sweeper
 
 T0 = datetime(2024, 8, 1, 10, 0, tzinfo=UTC)
 QUICK = RetryPolicy(attempts=8, max_seconds=60, initial_wait_seconds=0.01, max_wait_seconds=0.02)
@@ -106,7 +106,7 @@ def test_a_primary_key_collision_is_retried_logged_counted_and_the_append_lands(
     store = PgEventStore(fresh_pool, retry=QUICK, on_retry=lambda e: retried.append(sqlstate_of(e)))
     flow = uuid.uuid4()
     counted_before = faults_counted()
-    with caplog.at_level(logging.ERROR, logger="eventlog.errors"):
+    with caplog.at_level(logging.ERROR, logger="chem_persistence.eventlog.errors"):
         stored = store.append_batch(flow, events(flow, 2))
     # attempts 1..3 collided on seq 1, 2, 3 (each moved the sequence on); the fourth landed
     assert [e.log_seq for e in stored] == [4, 5]

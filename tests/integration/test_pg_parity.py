@@ -16,10 +16,10 @@ from uuid import UUID, uuid4
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from domain.codec import encode_kind
-from domain.engine import FlowEngine
-from domain.errors import SeqConflict
-from domain.events import (
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.errors import SeqConflict
+from chem_persistence.domain.events import (
     Artifact,
     CoreEngineError,
     FlowCompleted,
@@ -35,13 +35,13 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.examples import example_flow
-from domain.json_values import JsonValue
-from domain.replay import InMemoryFlowRepository
-from domain.store import InMemoryEventStore
-from eventlog.pool import Pool
-from eventlog.repository import PgFlowRepository
-from eventlog.store import PgEventStore
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.json_values import JsonValue
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.repository import PgFlowRepository
+from chem_persistence.eventlog.store import PgEventStore
 from tests.strategies import flow_events, same_json
 
 SEEDS = range(60)

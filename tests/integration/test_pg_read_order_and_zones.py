@@ -20,12 +20,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from domain.codec import encode_kind
-from domain.events import FlowEvent, FlowInitialized, StepSignal, StepStarted
-from domain.json_values import dumps
-from eventlog.config import DatabaseSettings
-from eventlog.pool import Pool, open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.domain.codec import encode_kind
+from chem_persistence.domain.events import FlowEvent, FlowInitialized, StepSignal, StepStarted
+from chem_persistence.domain.json_values import dumps
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.store import PgEventStore
 
 T0 = datetime(2024, 9, 1, 23, 30, 0, 250000, tzinfo=UTC)
 #: Physical order of the rows: positions 3, 0, 2, 1.

@@ -15,15 +15,22 @@ from uuid import UUID, uuid4
 import pytest
 from psycopg import errors
 
-from domain.engine import FlowEngine
-from domain.events import Artifact, FlowEvent, FlowEventKind, StepFinished, StepSignal, StepStarted
-from domain.examples import example_flow
-from domain.replay import InMemoryFlowRepository
-from domain.store import InMemoryEventStore
-from eventlog.config import DatabaseSettings
-from eventlog.pool import Pool, open_pool
-from eventlog.repository import PgFlowRepository
-from eventlog.store import PgEventStore
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.events import (
+    Artifact,
+    FlowEvent,
+    FlowEventKind,
+    StepFinished,
+    StepSignal,
+    StepStarted,
+)
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.repository import PgFlowRepository
+from chem_persistence.eventlog.store import PgEventStore
 from tests.conftest import create_database, drop_database
 
 T0 = datetime(2024, 9, 1, tzinfo=UTC)

@@ -21,20 +21,20 @@ import fakeredis
 import psycopg
 import pytest
 
-from domain.events import FlowEvent, FlowInitialized, StepStarted
-from eventlog.config import DatabaseSettings
-from eventlog.errors import ErrorClass, classify, sqlstate_of
-from eventlog.pool import Pool, open_pool
-from eventlog.queries import query
-from eventlog.retry import RetryPolicy
-from eventlog.store import LOCK_NAMESPACE, PgEventStore
-from producer.config import QueueSettings
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.scripts import Scripts
+from chem_persistence.domain.events import FlowEvent, FlowInitialized, StepStarted
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.errors import ErrorClass, classify, sqlstate_of
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.queries import query
+from chem_persistence.eventlog.retry import RetryPolicy
+from chem_persistence.eventlog.store import LOCK_NAMESPACE, PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import StorageUnavailable, Sweeper
 from tests.integration.queue_helpers import wait_until
-from worker.config import WorkerSettings
-from worker.sweep import StorageUnavailable, Sweeper
 
 T0 = datetime(2024, 7, 1, 9, 0, tzinfo=UTC)
 #: Generous deadlines: conditions are awaited, never slept on.

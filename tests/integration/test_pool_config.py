@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from eventlog import migrate
-from eventlog.config import (
+from chem_persistence.eventlog import migrate
+from chem_persistence.eventlog.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MIN_CONNECTIONS,
@@ -21,7 +21,7 @@ from eventlog.config import (
     DatabaseSettings,
     redact_url,
 )
-from eventlog.pool import Pool, PoolOpenError, open_pool
+from chem_persistence.eventlog.pool import Pool, PoolOpenError, open_pool
 
 SECRET = "topsecret"
 BACKEND_EXIT_WAIT_S = 30.0  # a generous deadline: the condition is polled, not slept on
@@ -189,7 +189,7 @@ def test_the_urls_own_parameters_are_left_to_it() -> None:
 
 
 def test_min_above_max_is_clamped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="eventlog.config"):
+    with caplog.at_level(logging.WARNING, logger="chem_persistence.eventlog.config"):
         settings = DatabaseSettings.from_env(
             {"DATABASE_MIN_CONNECTIONS": "20", "DATABASE_MAX_CONNECTIONS": "4"}
         )
@@ -207,7 +207,7 @@ def test_direct_construction_is_validated_too(caplog: pytest.LogCaptureFixture) 
         DatabaseSettings(max_connections=0)
     with pytest.raises(ConfigError, match="url"):
         DatabaseSettings(url="sqlite:///chem.db")
-    with caplog.at_level(logging.WARNING, logger="eventlog.config"):
+    with caplog.at_level(logging.WARNING, logger="chem_persistence.eventlog.config"):
         assert DatabaseSettings(min_connections=9, max_connections=3).min_connections == 3
     assert "min_connections=9" in caplog.text
 

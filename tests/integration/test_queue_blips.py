@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.producer import Producer
 from lab.proxy import ReplyLoss, TcpProxy
-from producer.config import QueueSettings
-from producer.producer import Producer
 from tests.integration.queue_helpers import (
     ExampleFlow,
     QueueEnv,

@@ -16,10 +16,10 @@ import psycopg
 import redis
 from rq import Worker
 
-from eventlog.store import PgEventStore
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
-from producer.scripts import Scripts
-from producer.wire import encode_envelope
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import encode_envelope
 from tests.integration.queue_helpers import (
     WORKER_APPLICATION_NAME,
     ExampleFlow,
@@ -202,7 +202,7 @@ def test_a_backend_holding_a_flow_lock_delays_only_that_flow(
 ) -> None:
     """A stuck holder of one flow's advisory lock: the claim waits, never parks anything, and
     everything is stored once the holder goes away."""
-    from eventlog.batch import LOCK_NAMESPACE
+    from chem_persistence.eventlog.batch import LOCK_NAMESPACE
 
     [held] = random_flows(seed=17, count=1, min_len=4, max_len=4)
     others = random_flows(seed=18, count=5, min_len=2, max_len=5)

@@ -13,8 +13,8 @@ import json
 import pytest
 import redis
 
-from eventlog.store import PgEventStore
-from producer.wire import encode_envelope
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.wire import encode_envelope
 from tests.integration.queue_helpers import (
     ExampleFlow,
     QueueEnv,

@@ -22,18 +22,20 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.engine import FlowEngine
-from domain.events import StepSignal
-from domain.examples import example_flow
-from domain.replay import InMemoryFlowRepository
-from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.jobs import SWEEP_FUNCTION
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.queued_store import FlowParked, QueuedEventStore
-from producer.scripts import Scripts
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.engine import FlowEngine
+from chem_persistence.domain.events import StepSignal
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.jobs import SWEEP_FUNCTION
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.queued_store import FlowParked, QueuedEventStore
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import Sweeper
 from tests.integration.queue_helpers import (
     REPO_ROOT,
     QueueEnv,
@@ -49,8 +51,6 @@ from tests.integration.queue_helpers import (
     random_flows,
     wait_until,
 )
-from worker.config import WorkerSettings
-from worker.sweep import Sweeper
 
 DRAIN_TIMEOUT_SECONDS = 60.0
 
@@ -167,13 +167,13 @@ def test_queued_event_store_with_the_engine_and_wait_durable(
 ENGINE_PROCESS = """
 import sys, uuid
 from redis import Redis
-from domain.events import FlowInitialized, StepSignal
-from eventlog.config import DatabaseSettings
-from eventlog.pool import open_pool
-from eventlog.store import PgEventStore
-from producer.config import QueueSettings
-from producer.producer import Producer
-from producer.queued_store import QueuedEventStore
+from chem_persistence.domain.events import FlowInitialized, StepSignal
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.queued_store import QueuedEventStore
 
 settings = QueueSettings(sys.argv[1], sys.argv[2], sys.argv[3])
 durable = PgEventStore(open_pool(DatabaseSettings.from_env(), migrate=False))

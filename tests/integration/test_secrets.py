@@ -28,11 +28,11 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from eventlog.config import DatabaseSettings
-from eventlog.pool import Pool, open_pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import Pool, open_pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.jobs import SWEEP_FUNCTION
 from lab.ports import free_port
-from producer.jobs import SWEEP_FUNCTION
 from tests.integration.security_helpers import (
     Env,
     RedisServer,

@@ -48,7 +48,7 @@ def test_short_chaos_run_loses_duplicates_and_reorders_nothing() -> None:
 def _run_and_check(env: dict[str, str], workdir: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "worker.cli", "chaos", "--json",
+            sys.executable, "-m", "chem_persistence.worker.cli", "chaos", "--json",
             "--duration", "30", "--flows", "20", "--events", "40", "--workers", "2",
             "--reply-loss", "0.03",
         ],

@@ -32,7 +32,7 @@ def test_demo_stores_every_flow_at_parity_and_cleans_up(
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "chem_persistence.worker.cli",
             "demo",
             "--flows",
             str(FLOWS),
@@ -94,7 +94,16 @@ def test_demo_on_embedded_servers_reaches_parity_and_stops_them(tmp_path: Path) 
     workdir = tmp_path / "demo"
     workdir.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--embedded", "--flows", "20", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "chem_persistence.worker.cli",
+            "demo",
+            "--embedded",
+            "--flows",
+            "20",
+            "--json",
+        ],
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=workdir,
         capture_output=True,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from eventlog.config import url_with_database
+from chem_persistence.eventlog.config import url_with_database
 from lab import embedded, ports
 from lab import local_servers as services
 from lab.local_servers import choose, resolve_services

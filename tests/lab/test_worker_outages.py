@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 import pytest
 from redis import Redis
 
-from eventlog.pool import Pool
-from eventlog.store import PgEventStore
+from chem_persistence.eventlog.pool import Pool
+from chem_persistence.eventlog.store import PgEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.producer import Producer
 from lab.chaos.stream import expected_event, flow_id_of
 from lab.proxy import ReplyLoss, TcpProxy
-from producer.config import QueueSettings
-from producer.producer import Producer
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = 8
@@ -73,7 +73,7 @@ def test_worker_survives_outages_cuts_and_lost_replies(
     proxy.pause("refuse")
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--name", run],
+            [sys.executable, "-m", "chem_persistence.worker.cli", "worker", "--name", run],
             env=env,
             stdout=log,
             stderr=log,
@@ -160,7 +160,7 @@ def test_worker_started_while_postgres_is_down_waits_for_it(
         pg_proxy.pause("refuse")
         with log_path.open("ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "worker", "--name", run],
+                [sys.executable, "-m", "chem_persistence.worker.cli", "worker", "--name", run],
                 env=env,
                 stdout=log,
                 stderr=log,

@@ -19,7 +19,7 @@ import pytest
 from alembic import command
 from psycopg import errors
 
-from eventlog import migrate
+from chem_persistence.eventlog import migrate
 
 HEAD = "0007"
 REPO_ROOT = Path(migrate.__file__).resolve().parent.parent
@@ -249,8 +249,8 @@ def test_migrating_again_changes_nothing(empty_database_url: str) -> None:
 MIGRATOR = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from eventlog.config import DatabaseSettings
-from eventlog.pool import open_pool
+from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.pool import open_pool
 settings = DatabaseSettings(url=sys.argv[1], min_connections=1, max_connections=1)
 print("ready", flush=True)
 sys.stdin.readline()
@@ -299,8 +299,8 @@ def test_ten_processes_opening_pools_at_once_migrate_once(empty_database_url: st
 
 
 def test_open_pool_migrates_a_fresh_database(empty_database_url: str) -> None:
-    from eventlog.config import DatabaseSettings
-    from eventlog.pool import open_pool
+    from chem_persistence.eventlog.config import DatabaseSettings
+    from chem_persistence.eventlog.pool import open_pool
 
     settings = DatabaseSettings(url=empty_database_url, min_connections=1, max_connections=1)
     open_pool(settings, name="chem-test-migrate").close()

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from domain.canonical import (
+from chem_persistence.domain.canonical import (
     HASH_HEX_LENGTH,
     canonical_json,
     definition_hash,
@@ -22,9 +22,9 @@ from domain.canonical import (
     step_fingerprint,
     with_policy,
 )
-from domain.definition import FlowDefinition, StepDefinition, StepSuccess
-from domain.events import Artifact
-from domain.json_values import JsonValue
+from chem_persistence.domain.definition import FlowDefinition, StepDefinition, StepSuccess
+from chem_persistence.domain.events import Artifact
+from chem_persistence.domain.json_values import JsonValue
 
 # blake3(b'{"a":[2,1],"b":1}')
 HASH_AB = "6cc3cad819aa41e422752bc539aa404e002798393ecf2f7ee6ba67146fb484de"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from worker import cli
+from chem_persistence.worker import cli
 
 
 class BrokenEntryPoint:

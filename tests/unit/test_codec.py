@@ -8,8 +8,14 @@ from uuid import UUID
 
 import pytest
 
-from domain.codec import DecodeError, decode_error, decode_kind, encode_error, encode_kind
-from domain.events import (
+from chem_persistence.domain.codec import (
+    DecodeError,
+    decode_error,
+    decode_kind,
+    encode_error,
+    encode_kind,
+)
+from chem_persistence.domain.events import (
     EVENT_TYPES,
     KIND_CLASSES,
     MESSAGE_ERRORS,
@@ -29,7 +35,7 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import dumps
+from chem_persistence.domain.json_values import dumps
 
 H1 = "a" * 64
 H2 = "b" * 64

@@ -8,8 +8,13 @@ from uuid import UUID
 
 import pytest
 
-from domain.canonical import flow_fingerprint, hash_value, step_fingerprint, with_policy
-from domain.definition import (
+from chem_persistence.domain.canonical import (
+    flow_fingerprint,
+    hash_value,
+    step_fingerprint,
+    with_policy,
+)
+from chem_persistence.domain.definition import (
     PROPERTY_PREFERENCE_ASSIGNED,
     FlowDefinition,
     Signal,
@@ -18,8 +23,8 @@ from domain.definition import (
     StepOutcome,
     StepSuccess,
 )
-from domain.engine import ENGINE_VERSION, EngineError, FlowEngine
-from domain.events import (
+from chem_persistence.domain.engine import ENGINE_VERSION, EngineError, FlowEngine
+from chem_persistence.domain.events import (
     Artifact,
     CoreEngineError,
     FlowCompleted,
@@ -34,10 +39,10 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.examples import example_flow
-from domain.json_values import JsonValue
-from domain.replay import InMemoryFlowRepository, StepState
-from domain.store import InMemoryEventStore
+from chem_persistence.domain.examples import example_flow
+from chem_persistence.domain.json_values import JsonValue
+from chem_persistence.domain.replay import InMemoryFlowRepository, StepState
+from chem_persistence.domain.store import InMemoryEventStore
 
 FLOW = UUID("00000000-0000-4000-8000-0000000000f1")
 T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)

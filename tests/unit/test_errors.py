@@ -15,10 +15,10 @@ import pytest
 from psycopg import errors
 from psycopg_pool import PoolTimeout, TooManyRequests
 
-from domain.codec import DecodeError
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
-from domain.json_values import InvalidJson
-from eventlog.errors import (
+from chem_persistence.domain.codec import DecodeError
+from chem_persistence.domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap
+from chem_persistence.domain.json_values import InvalidJson
+from chem_persistence.eventlog.errors import (
     ErrorClass,
     OperationalFault,
     add_fault_listener,
@@ -142,7 +142,7 @@ def test_an_error_without_a_constraint_is_no_operational_fault() -> None:
 
 def test_a_failing_fault_listener_never_hides_the_fault(monkeypatch: pytest.MonkeyPatch) -> None:
     fault = OperationalFault("event_log_pkey", "23505", "fix it")
-    monkeypatch.setattr("eventlog.errors.operational_fault", lambda exc: fault)
+    monkeypatch.setattr("chem_persistence.eventlog.errors.operational_fault", lambda exc: fault)
     seen: list[OperationalFault] = []
 
     def broken(_: OperationalFault) -> None:

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 from hypothesis import assume, given, settings
 
-from domain.errors import InvalidKind, InvalidValue
-from domain.events import (
+from chem_persistence.domain.errors import InvalidKind, InvalidValue
+from chem_persistence.domain.events import (
     FlowCompleted,
     FlowEvent,
     FlowEventKind,
@@ -26,8 +26,8 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from domain.json_values import InvalidJson, text_ok
-from producer.wire import decode_envelope, encode_envelope
+from chem_persistence.domain.json_values import InvalidJson, text_ok
+from chem_persistence.producer.wire import decode_envelope, encode_envelope
 from tests.fuzz_strategies import bad_fields
 
 H1 = "a" * 64
@@ -123,8 +123,8 @@ def test_replace_checks_like_the_constructor(case: tuple[FlowEventKind, str, obj
 def test_every_refusal_is_one_error_type_with_field_value_and_why() -> None:
     """The codec's DecodeError, the JSON checks' InvalidJson, the kinds' InvalidKind and the
     producer's InvalidEvent share one base, whose message is built in one place."""
-    from domain.codec import DecodeError
-    from producer.wire import InvalidEvent
+    from chem_persistence.domain.codec import DecodeError
+    from chem_persistence.producer.wire import InvalidEvent
 
     for cls in (DecodeError, InvalidJson, InvalidKind, InvalidEvent):
         error = cls("kind.StepStarted.step_id", 7, "expected a string")

@@ -22,17 +22,19 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from domain import codec, reference_decoder
-from domain.equality import stored_form
-from domain.errors import InvalidValue
-from domain.events import Artifact, FlowEvent
-from domain.store import InMemoryEventStore
-from producer.config import QueueSettings
-from producer.jobs import SWEEP_FUNCTION, ingest_queue
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.scripts import Scripts
-from producer.wire import InvalidEvent, decode_envelope, encode_envelope
+from chem_persistence.domain import codec, reference_decoder
+from chem_persistence.domain.equality import stored_form
+from chem_persistence.domain.errors import InvalidValue
+from chem_persistence.domain.events import Artifact, FlowEvent
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.jobs import SWEEP_FUNCTION, ingest_queue
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import InvalidEvent, decode_envelope, encode_envelope
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.sweep import Sweeper
 from tests.fuzz_strategies import (
     FuzzFlow,
     check_sweep,
@@ -41,8 +43,6 @@ from tests.fuzz_strategies import (
     oversized_items,
     valid_items,
 )
-from worker.config import WorkerSettings
-from worker.sweep import Sweeper
 
 QUEUE = "fuzz-q"
 KEYS = Keys("fuzz")

@@ -1,5 +1,8 @@
 """Imports point one way: ``domain ← eventlog ← worker``, ``domain ← producer ← worker``,
 and the lab (demo, bench, chaos) on top of everything, imported by no production module.
+Every import of the project's packages goes through their one installed name,
+``chem_persistence.<package>``, never the repository's top-level folder of the same name
+(which an installed wheel does not have).
 
 Checked statically with ``ast`` (nothing is imported): ``domain`` uses only the standard
 library (no I/O library), ``blake3``, ``msgspec`` and itself; nothing but the lab imports
@@ -54,6 +57,15 @@ DOMAIN_FORBIDDEN = frozenset(
 STDLIB = frozenset(sys.stdlib_module_names)
 
 
+NAMESPACE = "chem_persistence"
+
+
+def layer_of(module: str) -> str:
+    """``chem_persistence.worker.cli`` → ``worker``; ``lab.demo`` → ``lab``; ``redis`` → itself."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == NAMESPACE and len(parts) > 1 else parts[0]
+
+
 @dataclass(frozen=True)
 class Import:
     module: str  # the full dotted name imported
@@ -61,13 +73,16 @@ class Import:
 
     @property
     def top(self) -> str:
-        return self.module.split(".")[0]
+        return layer_of(self.module)
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
+    """The name a module is imported by: production folders sit under the namespace."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] in PRODUCTION:
+        parts.insert(0, NAMESPACE)
     return ".".join(parts)
 
 
@@ -108,10 +123,12 @@ def _is_dynamic_import(func: ast.expr) -> bool:
 
 def violations(module: str, source: str, *, is_package: bool = False) -> list[str]:
     """The layering rules broken by ``module`` (whose text is ``source``)."""
-    layer = module.split(".")[0]
+    layer = layer_of(module)
     found: list[str] = []
     for imp in imports_of(source, module, is_package=is_package):
         where = f"{module}:{imp.line} imports {imp.module}"
+        if imp.module.split(".")[0] in PRODUCTION:
+            found.append(f"{where}: import it as {NAMESPACE}.{imp.module}")
         if layer == "domain":
             if imp.top in DOMAIN_FORBIDDEN:
                 found.append(f"{where}: the domain does no I/O and depends on no other layer")
@@ -239,19 +256,38 @@ def test_imports_point_one_way() -> None:
     assert all_violations() == []
 
 
+def test_the_tests_import_the_packages_by_their_installed_name() -> None:
+    """A test importing ``domain`` would load a second copy of every module it touches."""
+    found = [
+        f"{path.relative_to(ROOT)}:{imp.line} imports {imp.module}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for imp in imports_of(path.read_text(encoding="utf-8"), "tests.x")
+        if imp.module.split(".")[0] in PRODUCTION
+    ]
+    assert found == []
+
+
 def test_no_import_circles() -> None:
     graph = module_graph()
-    assert "worker.cli" in graph and "lab.commands" in graph  # the checker sees both rooms
+    assert (
+        "chem_persistence.worker.cli" in graph and "lab.commands" in graph
+    )  # the checker sees both rooms
     assert import_cycles(graph) == []
 
 
 def test_the_cycle_check_finds_a_circle_through_a_function_local_import(tmp_path: Path) -> None:
     (tmp_path / "worker").mkdir()
     (tmp_path / "worker" / "__init__.py").write_text("")
-    (tmp_path / "worker" / "a.py").write_text("from worker.b import f\n")
-    (tmp_path / "worker" / "b.py").write_text("def f():\n    from worker import a\n")
-    (tmp_path / "worker" / "c.py").write_text("from worker import a, b\n")  # no circle
-    assert import_cycles(module_graph(tmp_path)) == [["worker.a", "worker.b"]]
+    (tmp_path / "worker" / "a.py").write_text("from chem_persistence.worker.b import f\n")
+    (tmp_path / "worker" / "b.py").write_text(
+        "def f():\n    from chem_persistence.worker import a\n"
+    )
+    (tmp_path / "worker" / "c.py").write_text(
+        "from chem_persistence.worker import a, b\n"
+    )  # no circle
+    assert import_cycles(module_graph(tmp_path)) == [
+        ["chem_persistence.worker.a", "chem_persistence.worker.b"]
+    ]
 
 
 def test_the_domain_imports_blake3_msgspec_and_the_stdlib_only() -> None:
@@ -270,34 +306,89 @@ def test_the_domain_imports_blake3_msgspec_and_the_stdlib_only() -> None:
 @pytest.mark.parametrize(
     ("module", "source", "culprit"),
     [
-        ("domain.fake", "import redis\n", "redis"),
-        ("domain.fake", "import redis.asyncio as r\n", "redis.asyncio"),
-        ("domain.fake", "from psycopg_pool import ConnectionPool\n", "psycopg_pool"),
-        ("domain.fake", "import os, socket\n", "socket"),
-        ("domain.fake", "from rq import Queue\n", "rq"),
-        ("domain.fake", "import numpy\n", "numpy"),
-        ("domain.fake", "from eventlog.store import PgEventStore\n", "eventlog.store"),
-        ("domain.fake", "from producer import Producer\n", "producer"),
+        ("chem_persistence.domain.fake", "import redis\n", "redis"),
+        ("chem_persistence.domain.fake", "import redis.asyncio as r\n", "redis.asyncio"),
         (
-            "domain.fake",
+            "chem_persistence.domain.fake",
+            "from psycopg_pool import ConnectionPool\n",
+            "psycopg_pool",
+        ),
+        ("chem_persistence.domain.fake", "import os, socket\n", "socket"),
+        ("chem_persistence.domain.fake", "from rq import Queue\n", "rq"),
+        ("chem_persistence.domain.fake", "import numpy\n", "numpy"),
+        (
+            "chem_persistence.domain.fake",
+            "from chem_persistence.eventlog.store import PgEventStore\n",
+            "chem_persistence.eventlog.store",
+        ),
+        (
+            "chem_persistence.domain.fake",
+            "from chem_persistence.producer import Producer\n",
+            "chem_persistence.producer",
+        ),
+        (
+            "chem_persistence.domain.fake",
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sqlalchemy\n",
             "sqlalchemy",
         ),
-        ("domain.fake", "def f():\n    import tenacity\n", "tenacity"),
-        ("domain.fake", "import importlib\nimportlib.import_module('redis')\n", "redis"),
-        ("domain.fake", "__import__('prometheus_client')\n", "prometheus_client"),
-        ("eventlog.store", "from worker.cli import main\n", "worker.cli"),
-        ("eventlog.store", "from producer.keys import queue_key\n", "producer.keys"),
-        ("eventlog.store", "from ..producer import keys\n", "producer"),
-        ("producer.emit", "import eventlog\n", "eventlog"),
-        ("producer.emit", "from eventlog import PgEventStore\n", "eventlog"),
-        ("producer.emit", "import worker.drain\n", "worker.drain"),
-        ("migrations.env", "from worker import settings\n", "worker"),
-        ("migrations.versions.0001_event_log", "import worker\n", "worker"),
-        ("worker.cli", "from lab.demo import run_demo\n", "lab.demo"),
-        ("worker.drain", "def f():\n    import lab.faults\n", "lab.faults"),
-        ("eventlog.pool", "import importlib\nimportlib.import_module('lab')\n", "lab"),
-        ("domain.fake", "import lab\n", "lab"),
+        ("chem_persistence.domain.fake", "def f():\n    import tenacity\n", "tenacity"),
+        (
+            "chem_persistence.domain.fake",
+            "import importlib\nimportlib.import_module('redis')\n",
+            "redis",
+        ),
+        ("chem_persistence.domain.fake", "__import__('prometheus_client')\n", "prometheus_client"),
+        (
+            "chem_persistence.eventlog.store",
+            "from chem_persistence.worker.cli import main\n",
+            "chem_persistence.worker.cli",
+        ),
+        (
+            "chem_persistence.eventlog.store",
+            "from chem_persistence.producer.keys import queue_key\n",
+            "chem_persistence.producer.keys",
+        ),
+        (
+            "chem_persistence.eventlog.store",
+            "from ..producer import keys\n",
+            "chem_persistence.producer",
+        ),
+        (
+            "chem_persistence.producer.emit",
+            "import chem_persistence.eventlog\n",
+            "chem_persistence.eventlog",
+        ),
+        (
+            "chem_persistence.producer.emit",
+            "from chem_persistence.eventlog import PgEventStore\n",
+            "chem_persistence.eventlog",
+        ),
+        (
+            "chem_persistence.producer.emit",
+            "import chem_persistence.worker.drain\n",
+            "chem_persistence.worker.drain",
+        ),
+        (
+            "chem_persistence.migrations.env",
+            "from chem_persistence.worker import settings\n",
+            "chem_persistence.worker",
+        ),
+        (
+            "chem_persistence.migrations.versions.0001_event_log",
+            "import chem_persistence.worker\n",
+            "chem_persistence.worker",
+        ),
+        ("chem_persistence.worker.cli", "from lab.demo import run_demo\n", "lab.demo"),
+        ("chem_persistence.worker.drain", "def f():\n    import lab.faults\n", "lab.faults"),
+        (
+            "chem_persistence.eventlog.pool",
+            "import importlib\nimportlib.import_module('lab')\n",
+            "lab",
+        ),
+        ("chem_persistence.domain.fake", "import lab\n", "lab"),
+        ("chem_persistence.worker.cli", "from eventlog import PgEventStore\n", "eventlog"),
+        ("chem_persistence.domain.codec", "import domain.events\n", "domain.events"),
+        ("lab.demo", "from worker.cli import main\n", "worker.cli"),
     ],
 )
 def test_the_checker_reports_a_violation(module: str, source: str, culprit: str) -> None:
@@ -309,17 +400,43 @@ def test_the_checker_reports_a_violation(module: str, source: str, culprit: str)
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("domain.fake", "import os.path\nimport json\nfrom uuid import UUID\n"),
-        ("domain.fake", "from blake3 import blake3\nfrom domain.events import FlowEvent\n"),
-        ("domain.fake", "from . import codec\nfrom .events import FlowEvent\n"),
-        ("domain.fake", "from __future__ import annotations\n"),
-        ("eventlog.store", "import psycopg\nfrom domain import FlowEvent\n"),
-        ("producer.emit", "import redis\nfrom domain import encode_kind\n"),
-        ("worker.cli", "from eventlog import PgEventStore\nfrom producer import Producer\n"),
-        ("worker.cli", "from worker.drain import drain_flow\nfrom . import metrics\n"),
-        ("migrations.env", "from alembic import context\nfrom eventlog import config\n"),
-        ("lab.demo", "from worker.cli import main\nfrom producer import Producer\n"),
-        ("lab.bench.run", "from eventlog.store import PgEventStore\nimport lab.ports\n"),
+        ("chem_persistence.domain.fake", "import os.path\nimport json\nfrom uuid import UUID\n"),
+        (
+            "chem_persistence.domain.fake",
+            "from blake3 import blake3\nfrom chem_persistence.domain.events import FlowEvent\n",
+        ),
+        ("chem_persistence.domain.fake", "from . import codec\nfrom .events import FlowEvent\n"),
+        ("chem_persistence.domain.fake", "from __future__ import annotations\n"),
+        (
+            "chem_persistence.eventlog.store",
+            "import psycopg\nfrom chem_persistence.domain import FlowEvent\n",
+        ),
+        (
+            "chem_persistence.producer.emit",
+            "import redis\nfrom chem_persistence.domain import encode_kind\n",
+        ),
+        (
+            "chem_persistence.worker.cli",
+            "from chem_persistence.eventlog import PgEventStore\n"
+            "from chem_persistence.producer import Producer\n",
+        ),
+        (
+            "chem_persistence.worker.cli",
+            "from chem_persistence.worker.drain import drain_flow\nfrom . import metrics\n",
+        ),
+        (
+            "chem_persistence.migrations.env",
+            "from alembic import context\nfrom chem_persistence.eventlog import config\n",
+        ),
+        (
+            "lab.demo",
+            "from chem_persistence.worker.cli import main\n"
+            "from chem_persistence.producer import Producer\n",
+        ),
+        (
+            "lab.bench.run",
+            "from chem_persistence.eventlog.store import PgEventStore\nimport lab.ports\n",
+        ),
     ],
 )
 def test_the_checker_accepts_allowed_imports(module: str, source: str) -> None:
@@ -327,31 +444,39 @@ def test_the_checker_accepts_allowed_imports(module: str, source: str) -> None:
 
 
 def test_relative_imports_are_resolved() -> None:
-    assert [i.module for i in imports_of("from .events import X\n", "domain.codec")] == [
-        "domain.events"
-    ]
-    assert [i.module for i in imports_of("from . import codec\n", "domain", is_package=True)] == [
-        "domain.codec"
-    ]
-    assert [i.module for i in imports_of("from ..worker import x\n", "producer.lua.load")] == [
-        "producer.worker"
-    ]
-    assert [i.module for i in imports_of("from ..worker import x\n", "producer.emit")] == ["worker"]
+    assert [
+        i.module for i in imports_of("from .events import X\n", "chem_persistence.domain.codec")
+    ] == ["chem_persistence.domain.events"]
+    assert [
+        i.module
+        for i in imports_of("from . import codec\n", "chem_persistence.domain", is_package=True)
+    ] == ["chem_persistence.domain.codec"]
+    assert [
+        i.module
+        for i in imports_of("from ..worker import x\n", "chem_persistence.producer.lua.load")
+    ] == ["chem_persistence.producer.worker"]
+    assert [
+        i.module for i in imports_of("from ..worker import x\n", "chem_persistence.producer.emit")
+    ] == ["chem_persistence.worker"]
 
 
 def test_module_names_of_files() -> None:
-    assert module_name(ROOT / "domain" / "__init__.py") == "domain"
-    assert module_name(ROOT / "domain" / "codec.py") == "domain.codec"
-    assert module_name(ROOT / "migrations" / "versions" / "x.py") == "migrations.versions.x"
+    assert module_name(ROOT / "domain" / "__init__.py") == "chem_persistence.domain"
+    assert module_name(ROOT / "domain" / "codec.py") == "chem_persistence.domain.codec"
+    assert module_name(ROOT / "migrations" / "versions" / "x.py") == (
+        "chem_persistence.migrations.versions.x"
+    )
+    assert module_name(ROOT / "lab" / "demo.py") == "lab.demo"
 
 
 def test_the_tree_check_sees_a_synthetic_violation(tmp_path: Path) -> None:
     (tmp_path / "domain").mkdir()
-    (tmp_path / "domain" / "__init__.py").write_text("from domain.bad import x\n")
+    (tmp_path / "domain" / "__init__.py").write_text("from chem_persistence.domain.bad import x\n")
     (tmp_path / "domain" / "bad.py").write_text("import redis\nx = 1\n")
     (tmp_path / "producer").mkdir()
     (tmp_path / "producer" / "__init__.py").write_text("")  # an empty package is fine
     found = all_violations(tmp_path)
     assert found == [
-        "domain.bad:1 imports redis: the domain does no I/O and depends on no other layer"
+        "chem_persistence.domain.bad:1 imports redis: the domain does no I/O and depends on no"
+        " other layer"
     ]

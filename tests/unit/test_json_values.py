@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from domain.json_values import InvalidJson, JsonValue, check_json, dumps
+from chem_persistence.domain.json_values import InvalidJson, JsonValue, check_json, dumps
 from tests.strategies import same_json
 
 

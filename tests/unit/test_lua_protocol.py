@@ -18,14 +18,14 @@ from uuid import UUID
 import fakeredis
 import pytest
 
-from domain.events import FlowEvent, StepStarted
-from producer.config import QueueSettings
-from producer.dead_letter import make_record
-from producer.jobs import QUEUED_SWEEP_TTL_MS
-from producer.keys import Keys
-from producer.producer import EMIT_MANY_CHUNK, Producer
-from producer.scripts import Scripts
-from producer.wire import encode_envelope
+from chem_persistence.domain.events import FlowEvent, StepStarted
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.dead_letter import make_record
+from chem_persistence.producer.jobs import QUEUED_SWEEP_TTL_MS
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import EMIT_MANY_CHUNK, Producer
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import encode_envelope
 
 FLOW = "00000000-0000-4000-8000-0000000000b1"
 OTHER = "00000000-0000-4000-8000-0000000000b2"

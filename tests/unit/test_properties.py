@@ -8,13 +8,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.canonical import canonical_json, hash_value, is_hash, step_fingerprint
-from domain.codec import decode_kind, encode_kind
-from domain.definition import FlowDefinition
-from domain.events import FlowEvent, FlowEventKind
-from domain.json_values import JsonValue, check_json, dumps
-from domain.replay import InMemoryFlowRepository
-from domain.store import InMemoryEventStore
+from chem_persistence.domain.canonical import canonical_json, hash_value, is_hash, step_fingerprint
+from chem_persistence.domain.codec import decode_kind, encode_kind
+from chem_persistence.domain.definition import FlowDefinition
+from chem_persistence.domain.events import FlowEvent, FlowEventKind
+from chem_persistence.domain.json_values import JsonValue, check_json, dumps
+from chem_persistence.domain.replay import InMemoryFlowRepository
+from chem_persistence.domain.store import InMemoryEventStore
 from tests.strategies import (
     definitions,
     event_kinds,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from eventlog.queries import names, parse, query
+from chem_persistence.eventlog.queries import names, parse, query
 
 PROJECT = Path(__file__).resolve().parents[2]
 QUERIES_FILE = PROJECT / "eventlog" / "queries.sql"

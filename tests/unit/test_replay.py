@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from domain.events import (
+from chem_persistence.domain.events import (
     FlowCompleted,
     FlowEvent,
     FlowEventKind,
@@ -19,7 +19,7 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.replay import FlowInstance, InMemoryFlowRepository, StepSlot, StepState
+from chem_persistence.domain.replay import FlowInstance, InMemoryFlowRepository, StepSlot, StepState
 from tests.strategies import definition_of
 
 FLOW = UUID("00000000-0000-4000-8000-0000000000aa")

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from eventlog.errors import IDEMPOTENCY_CONSTRAINT
-from eventlog.retry import RetryPolicy
+from chem_persistence.eventlog.errors import IDEMPOTENCY_CONSTRAINT
+from chem_persistence.eventlog.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=5, initial_wait_seconds=0.001, max_wait_seconds=0.002)
 
@@ -104,9 +104,9 @@ def test_without_a_callback_retries_still_happen() -> None:
 
 def test_each_retry_is_logged_with_action_retry(caplog: pytest.LogCaptureFixture) -> None:
     fn, _ = failing([errors.SerializationFailure("a"), psycopg.OperationalError("b")])
-    with caplog.at_level(logging.DEBUG, logger="eventlog.retry"):
+    with caplog.at_level(logging.DEBUG, logger="chem_persistence.eventlog.retry"):
         assert FAST.call("append_batch", fn) == "done"
-    records = [r for r in caplog.records if r.name == "eventlog.retry"]
+    records = [r for r in caplog.records if r.name == "chem_persistence.eventlog.retry"]
     assert len(records) == 2
     assert all(r.levelno == logging.WARNING for r in records)
     messages = [r.getMessage() for r in records]
@@ -117,11 +117,11 @@ def test_each_retry_is_logged_with_action_retry(caplog: pytest.LogCaptureFixture
 
 
 def test_nothing_is_logged_when_nothing_is_retried(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="eventlog.retry"):
+    with caplog.at_level(logging.DEBUG, logger="chem_persistence.eventlog.retry"):
         assert FAST.call("what", lambda: "ok") == "ok"
         with pytest.raises(RuntimeError):
             FAST.call("what", failing([RuntimeError("x")])[0])
-    assert not [r for r in caplog.records if r.name == "eventlog.retry"]
+    assert not [r for r in caplog.records if r.name == "chem_persistence.eventlog.retry"]
 
 
 def test_the_defaults_are_bounded() -> None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import InvalidValue
-from domain.settings import InvalidSetting, read_bool, read_float, read_int, read_text
+from chem_persistence.domain.errors import InvalidValue
+from chem_persistence.domain.settings import (
+    InvalidSetting,
+    read_bool,
+    read_float,
+    read_int,
+    read_text,
+)
 
 
 def test_unset_and_empty_mean_the_default() -> None:

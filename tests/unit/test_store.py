@@ -9,8 +9,8 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap, StoreError
-from domain.events import (
+from chem_persistence.domain.errors import ArtifactHashMismatch, SeqConflict, SeqGap, StoreError
+from chem_persistence.domain.events import (
     Artifact,
     FlowCompleted,
     FlowEvent,
@@ -19,7 +19,7 @@ from domain.events import (
     StepFinished,
     StepStarted,
 )
-from domain.store import InMemoryEventStore
+from chem_persistence.domain.store import InMemoryEventStore
 
 F1 = UUID("00000000-0000-4000-8000-000000000001")
 F2 = UUID("00000000-0000-4000-8000-000000000002")

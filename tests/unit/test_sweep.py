@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from rq import Queue
 
-from domain.batches import FlowBatch, FlowOutcome
-from domain.events import (
+from chem_persistence.domain.batches import FlowBatch, FlowOutcome
+from chem_persistence.domain.events import (
     Artifact,
     FlowEvent,
     FlowEventKind,
@@ -30,18 +30,18 @@ from domain.events import (
     StepSignal,
     StepStarted,
 )
-from domain.store import InMemoryEventStore
-from producer.config import QueueSettings
-from producer.dead_letter import entry_of
-from producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, ingest_queue
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.scripts import Scripts
-from producer.wire import encode_envelope
-from worker.config import WorkerSettings
-from worker.deadletters import DeadLetters, StaleCommand
-from worker.recovery import Recovery
-from worker.sweep import CycleResult, StorageUnavailable, Sweeper
+from chem_persistence.domain.store import InMemoryEventStore
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.dead_letter import entry_of
+from chem_persistence.producer.jobs import EMIT_MAX_SWEEPS, QUEUED_SWEEP_TTL_MS, ingest_queue
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.scripts import Scripts
+from chem_persistence.producer.wire import encode_envelope
+from chem_persistence.worker.config import WorkerSettings
+from chem_persistence.worker.deadletters import DeadLetters, StaleCommand
+from chem_persistence.worker.recovery import Recovery
+from chem_persistence.worker.sweep import CycleResult, StorageUnavailable, Sweeper
 
 F1 = UUID("00000000-0000-4000-8000-0000000000c1")
 F2 = UUID("00000000-0000-4000-8000-0000000000c2")
@@ -406,7 +406,7 @@ def test_discard_removes_logs_and_resumes(rig: Rig, caplog: pytest.LogCaptureFix
     rig.push(A, 3, b"garbage that was never an event")
     rig.redis.rpush(S.queue(A), *[envelope(e) for e in events[3:]])
     rig.sweep_all()
-    with caplog.at_level(logging.WARNING, logger="worker.deadletters"):
+    with caplog.at_level(logging.WARNING, logger="chem_persistence.worker.deadletters"):
         assert rig.dead_letters().discard(A) == 1
     [line] = [r.getMessage() for r in caplog.records if "dlq_discard" in r.getMessage()]
     assert A in line and "garbage that was never an event" in line

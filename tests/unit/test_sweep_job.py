@@ -20,9 +20,9 @@ from rq.job import Callback, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
-import worker.job
-from producer.jobs import SWEEP_FUNCTION
-from worker.service import SweepJob
+import chem_persistence.worker.job
+from chem_persistence.producer.jobs import SWEEP_FUNCTION
+from chem_persistence.worker.service import SweepJob
 
 GOOD_FLOW = 0  # the shard a good sweep job is given
 BAD_FLOW = 7  # the shard whose stub sweep fails
@@ -76,7 +76,7 @@ def webhook_server() -> Iterator[tuple[str, list[str]]]:
 
 def run_jobs(job_class: type[Job], base_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Job]:
     CALLED.clear()
-    monkeypatch.setattr(worker.job, "sweep", stub_sweep)
+    monkeypatch.setattr(chem_persistence.worker.job, "sweep", stub_sweep)
     redis = fakeredis.FakeRedis()
     queue = Queue("dj", connection=redis, serializer=JSONSerializer, job_class=job_class)
     module = __name__

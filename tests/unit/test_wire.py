@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.events import (
+from chem_persistence.domain.events import (
     Artifact,
     FlowCompleted,
     FlowEvent,
@@ -33,10 +33,10 @@ from domain.events import (
     StepStarted,
     UnitError,
 )
-from producer.config import QueueSettings
-from producer.keys import Keys
-from producer.producer import Producer
-from producer.wire import (
+from chem_persistence.producer.config import QueueSettings
+from chem_persistence.producer.keys import Keys
+from chem_persistence.producer.producer import Producer
+from chem_persistence.producer.wire import (
     ENVELOPE_VERSION,
     InvalidEvent,
     decode_envelope,

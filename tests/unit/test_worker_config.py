@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.batches import FlowOutcome
-from domain.events import FlowEvent, StepStarted
-from lab import faulty_worker
-from producer.config import (
+from chem_persistence.domain.batches import FlowOutcome
+from chem_persistence.domain.events import FlowEvent, StepStarted
+from chem_persistence.producer.config import (
     DEFAULT_EMIT_RETRY_SECONDS,
     DEFAULT_KEY_PREFIX,
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -23,8 +22,8 @@ from producer.config import (
     QueueConfigError,
     QueueSettings,
 )
-from worker import cli
-from worker.config import (
+from chem_persistence.worker import cli
+from chem_persistence.worker.config import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECK_INTERVAL_SECONDS,
@@ -37,7 +36,8 @@ from worker.config import (
     WorkerConfigError,
     WorkerSettings,
 )
-from worker.sweep import SweepHooks
+from chem_persistence.worker.sweep import SweepHooks
+from lab import faulty_worker
 
 WORKER_VARIABLES = (
     "CHEM_BATCH_SIZE",
