@@ -3,7 +3,8 @@
 Flow P is emitted at positions 0, 1, then 3, 4: position 3 leaves a gap. It is dead-lettered,
 P is parked with 4 waiting untouched, other flows go on. The missing event 2 is emitted late
 (it queues behind 4, the flow being parked), and ``chem-persistence dlq retry P`` puts the
-dead letter back in position order: 2 first, then 3, then 4.
+dead letter back in position order: 2 first, then 3, then 4. This is the README's recovery for
+a SeqGap, run with the commands as the README writes them (tests/readme.py), as is its discard.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import redis
 
 from chem_persistence.eventlog.store import PgEventStore
 from chem_persistence.producer.wire import encode_envelope
+from tests import readme
 from tests.integration.queue_helpers import (
     ExampleFlow,
     QueueEnv,
@@ -78,11 +80,11 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     assert status["dead_letters_total"] == 1
     assert status["flows"] == []  # neither ready nor leased
 
-    listed = run_cli(env, "dlq", "list")
+    listed = run_cli(env, *readme.dlq_command("list", flow))
     assert listed.returncode == 0, listed.stderr
     assert flow in listed.stdout and "SeqGap" in listed.stdout
 
-    shown = run_cli(env, "dlq", "show", flow)
+    shown = run_cli(env, *readme.dlq_command("show", flow))
     assert shown.returncode == 0, shown.stderr
     [record] = json.loads(shown.stdout)
     assert (record["reason"], record["position"], record["sqlstate"]) == ("SeqGap", 3, None)
@@ -101,7 +103,7 @@ def test_poison_parks_the_flow_until_the_operator_retries(
     assert redis_conn.lrange(shard.queue(flow), 0, -1) == [entry_4, entry_2]
     assert redis_conn.zscore(shard.ready, flow) is None  # still parked
     # retry: in position order, the late event 2 first, then the dead letter 3, then 4
-    retried = run_cli(env, "dlq", "retry", flow)
+    retried = run_cli(env, *readme.dlq_command("retry", flow))
     assert retried.returncode == 0, retried.stderr
     assert "1 dead letter(s) put back" in retried.stdout
 
@@ -142,7 +144,7 @@ def test_discard_with_yes_drops_the_poison_and_resumes(
     shown = json.loads(run_cli(env, "dlq", "show", str(flow.flow_id)).stdout)
     assert [r["reason"] for r in shown] == ["InvalidEvent"]
 
-    discarded = run_cli(env, "dlq", "discard", str(flow.flow_id), "--yes")
+    discarded = run_cli(env, *readme.dlq_command("discard", str(flow.flow_id)))
     assert discarded.returncode == 0, discarded.stderr
     assert "action=dlq_discard" in discarded.stderr  # the discarded entry is logged in full
     assert "not an envelope at all" in discarded.stderr
