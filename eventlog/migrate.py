@@ -91,7 +91,10 @@ def _database_errors(url: str, what: str) -> Iterator[None]:
         yield
     except DBAPIError as exc:
         original = exc.orig
-        logger.error(
+        # A statement that failed is worth an ERROR line of its own; a connection that failed
+        # is not (the caller reports it, naming DATABASE_URL), so it is only a DEBUG line.
+        logger.log(
+            logging.ERROR if exc.statement else logging.DEBUG,
             "action=migrate_failed %s of %s failed: %s (statement: %.*s)",
             what,
             redact_url(url),

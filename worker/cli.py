@@ -288,9 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message, code = explain(exc)
+        if code != EXIT_USAGE:  # on the hint's line: the whole error stays within two lines
+            message += "\n " if "\n" not in message else ""
+            message += " (--debug for the details)"
         print(f"chem-persistence: {message}", file=sys.stderr)
-        if code != EXIT_USAGE:
-            print("  (run with --debug for the details)", file=sys.stderr)
         return code
 
 

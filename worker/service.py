@@ -173,7 +173,7 @@ def run_worker(*, burst: bool = False, fork: bool = False, name: str | None = No
         rt.settings,
         starter(rt.queue),
     )
-    _first_check(recovery)
+    _first_check(recovery, burst)
     periodic = PeriodicRecovery(recovery, rt.settings.check_interval_seconds)
     periodic.start()
     if rt.settings.metrics_port is not None:
@@ -238,8 +238,10 @@ def _work_until_stopped(rt: Runtime, base_name: str, *, burst: bool, fork: bool)
         attempt += 1
 
 
-def _first_check(recovery: Recovery) -> None:
+def _first_check(recovery: Recovery, burst: bool) -> None:
     try:
         recovery.check()
     except REDIS_ERRORS as exc:
+        if burst:
+            raise  # a one-shot run fails fast, naming REDIS_URL, instead of retrying
         log.warning("action=recovery_failed error=%s (retried periodically)", type(exc).__name__)
