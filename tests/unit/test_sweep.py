@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -352,11 +353,27 @@ def test_an_idle_sweep_ends_and_leaves_no_registration(rig: Rig) -> None:
 def test_a_sweep_hands_over_at_the_end_of_its_slice(rig: Rig) -> None:
     emit_all(rig, flow_events(F1, 4))
     [job_id] = rig.queue.get_job_ids()
-    sweeper = rig.sweeper(sweep_slice_seconds=0.01)  # type: ignore[arg-type]
+    sweeper = rig.sweeper(sweep_slice_seconds=0)  # type: ignore[arg-type]  # over at once
     totals = sweeper.run(S, job_id, max_sweeps=lambda: 3)
-    assert totals.events >= 0
-    if rig.queued(A):  # work remained: one successor, registered in place of this sweep
-        assert rig.started and rig.redis.zrange(S.sweeps, 0, -1) == [rig.started[-1].encode()]
+    [successor] = rig.started  # work remained: one successor, registered in place of this sweep
+    assert (totals.events, totals.successor) == (0, successor)
+    assert rig.redis.zrange(S.sweeps, 0, -1) == [successor.encode()]
+    assert len(rig.queued(A)) == 4
+
+
+def test_a_full_claim_spawns_a_helper_and_the_slice_end_a_successor(rig: Rig) -> None:
+    emit_all(rig, flow_events(F1, 4))  # a claim of batch_size 3 comes back full
+    [job_id] = rig.queue.get_job_ids()
+    stop = threading.Event()
+    sweeper = rig.sweeper()
+    sweeper.hooks = type(sweeper.hooks)(after_commit=lambda outcomes: stop.set())
+    totals = sweeper.run(S, job_id, stop=stop, max_sweeps=lambda: 3)
+    spawned, successor = rig.started
+    assert (totals.events, totals.successor) == (3, successor)
+    assert sorted(rig.redis.zrange(S.sweeps, 0, -1)) == sorted(
+        [spawned.encode(), successor.encode()]
+    )
+    assert len(rig.queued(A)) == 1
 
 
 def test_recovery_forgets_a_lost_sweep_and_starts_another(rig: Rig) -> None:
