@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from rich.table import Table
 
 from eventlog.store import PgEventStore
 from lab.chaos.faults import FAULT_KINDS
 from lab.chaos.stream import expected_event, flow_id_of
+from lab.console import key_value_table
 from producer.keys import Keys
 
 MAX_PROBLEMS = 50
@@ -52,33 +54,30 @@ class ChaosReport:
         )
         return not any(failures) and self.drain_seconds_after_last_fault is not None
 
-    def table(self) -> str:
+    def table(self) -> Table:
         drain = self.drain_seconds_after_last_fault
-        rows = [
-            ("duration", f"{self.seconds:.0f} s"),
-            ("flows", str(self.flows)),
-            (
-                "events expected / emitted / stored",
-                f"{self.events_expected} / {self.events_emitted} / {self.events_stored}",
-            ),
-            *((f"faults: {k}", str(self.faults.get(k, 0))) for k in FAULT_KINDS),
-            ("lost", str(self.lost)),
-            ("duplicated", str(self.duplicated)),
-            ("reordered", str(self.reordered)),
-            ("parked flows", str(self.parked_flows)),
-            ("events left in Redis", str(self.left_in_redis)),
-            ("processes exited on their own", str(self.unexpected_exits)),
-            ("process starts (incl. restarts)", str(self.process_starts)),
-            ("drained after last fault", "timed out" if drain is None else f"{drain:.1f} s"),
-            ("producer done (since start)", _seconds(self.producer_done_seconds)),
-            ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
-            ("verdict", "PASS" if self.ok else "FAIL"),
-        ]
-        width = max(len(k) for k, _ in rows)
-        value_width = max(24, *(len(v) for _, v in rows))
-        line = f"+-{'-' * width}-+-{'-' * value_width}-+"
-        body = [f"| {k:<{width}} | {v:<{value_width}} |" for k, v in rows]
-        return "\n".join([line, *body, line, f"command: {self.command}"])
+        return key_value_table(
+            [
+                ("duration", f"{self.seconds:.0f} s"),
+                ("flows", str(self.flows)),
+                (
+                    "events expected / emitted / stored",
+                    f"{self.events_expected} / {self.events_emitted} / {self.events_stored}",
+                ),
+                *((f"faults: {k}", str(self.faults.get(k, 0))) for k in FAULT_KINDS),
+                ("lost", str(self.lost)),
+                ("duplicated", str(self.duplicated)),
+                ("reordered", str(self.reordered)),
+                ("parked flows", str(self.parked_flows)),
+                ("events left in Redis", str(self.left_in_redis)),
+                ("processes exited on their own", str(self.unexpected_exits)),
+                ("process starts (incl. restarts)", str(self.process_starts)),
+                ("drained after last fault", "timed out" if drain is None else f"{drain:.1f} s"),
+                ("producer done (since start)", _seconds(self.producer_done_seconds)),
+                ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
+                ("verdict", "PASS" if self.ok else "FAIL"),
+            ]
+        )
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
