@@ -165,12 +165,13 @@ def demo_database(services: Services, keep: bool) -> Iterator[str]:
     conn, admin_url = _admin_connection(services.server_url, setting)
     name = new_database_name()
     url = url_with_database(services.server_url, name)
+    refused = False  # else it may exist: a signal can come between CREATE and its reply
     try:
         with conn:
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             except psycopg.errors.InsufficientPrivilege:
-                user = conn.info.user
+                refused, user = True, conn.info.user
                 raise SetupRefused(
                     f"{setting}: user {user!r} may not create databases on"
                     f" {server_of(services.server_url)}, and the demo writes only into a database"
@@ -183,7 +184,7 @@ def demo_database(services: Services, keep: bool) -> Iterator[str]:
         if keep:
             _say(f"kept database {name}: {redact_url(url)}")
     finally:
-        if not keep and _drop(admin_url, name):
+        if not (keep or refused) and _drop(admin_url, name):
             _say(f"dropped database {name}")
 
 
