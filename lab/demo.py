@@ -75,26 +75,25 @@ class Summary:
         def ms(v: float | None) -> str:
             return "n/a" if v is None else f"≤ {v:.1f} ms"
 
-        return key_value_table(
-            [
-                (
-                    "flows",
-                    f"{self.flows} ({self.failed_flows} failed at a step, "
-                    f"{self.policy_flows} with a policy step)",
-                ),
-                ("events", str(self.events)),
-                ("artifacts", str(self.artifacts)),
-                ("dead letters", str(self.dead_letters)),
-                ("workers x batch size", f"{self.workers} x {self.batch_size}"),
-                (
-                    "throughput",
-                    f"{self.throughput_events_per_s:,.0f} events/s ({self.seconds:.2f} s)",
-                ),
-                ("emit→durable p50", ms(self.latency_p50_ms)),
-                ("emit→durable p99", ms(self.latency_p99_ms)),
-                ("flows at parity", f"{self.flows_at_parity} / {self.flows}"),
-            ]
-        )
+        rows = [
+            (
+                "flows",
+                f"{self.flows} ({self.failed_flows} failed at a step, "
+                f"{self.policy_flows} with a policy step)",
+            ),
+            ("events", str(self.events)),
+            ("artifacts", str(self.artifacts)),
+            ("dead letters", str(self.dead_letters)),
+            ("workers x batch size", f"{self.workers} x {self.batch_size}"),
+            (
+                "throughput",
+                f"{self.throughput_events_per_s:,.0f} events/s ({self.seconds:.2f} s)",
+            ),
+            ("emit→durable p50", ms(self.latency_p50_ms)),
+            ("emit→durable p99", ms(self.latency_p99_ms)),
+            ("flows at parity", f"{self.flows_at_parity} / {self.flows}"),
+        ]
+        return key_value_table(rows)
 
 
 @contextmanager

@@ -56,28 +56,27 @@ class ChaosReport:
 
     def table(self) -> Table:
         drain = self.drain_seconds_after_last_fault
-        return key_value_table(
-            [
-                ("duration", f"{self.seconds:.0f} s"),
-                ("flows", str(self.flows)),
-                (
-                    "events expected / emitted / stored",
-                    f"{self.events_expected} / {self.events_emitted} / {self.events_stored}",
-                ),
-                *((f"faults: {k}", str(self.faults.get(k, 0))) for k in FAULT_KINDS),
-                ("lost", str(self.lost)),
-                ("duplicated", str(self.duplicated)),
-                ("reordered", str(self.reordered)),
-                ("parked flows", str(self.parked_flows)),
-                ("events left in Redis", str(self.left_in_redis)),
-                ("processes exited on their own", str(self.unexpected_exits)),
-                ("process starts (incl. restarts)", str(self.process_starts)),
-                ("drained after last fault", "timed out" if drain is None else f"{drain:.1f} s"),
-                ("producer done (since start)", _seconds(self.producer_done_seconds)),
-                ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
-                ("verdict", "PASS" if self.ok else "FAIL"),
-            ]
-        )
+        rows = [
+            ("duration", f"{self.seconds:.0f} s"),
+            ("flows", str(self.flows)),
+            (
+                "events expected / emitted / stored",
+                f"{self.events_expected} / {self.events_emitted} / {self.events_stored}",
+            ),
+            *((f"faults: {k}", str(self.faults.get(k, 0))) for k in FAULT_KINDS),
+            ("lost", str(self.lost)),
+            ("duplicated", str(self.duplicated)),
+            ("reordered", str(self.reordered)),
+            ("parked flows", str(self.parked_flows)),
+            ("events left in Redis", str(self.left_in_redis)),
+            ("processes exited on their own", str(self.unexpected_exits)),
+            ("process starts (incl. restarts)", str(self.process_starts)),
+            ("drained after last fault", "timed out" if drain is None else f"{drain:.1f} s"),
+            ("producer done (since start)", _seconds(self.producer_done_seconds)),
+            ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
+            ("verdict", "PASS" if self.ok else "FAIL"),
+        ]
+        return key_value_table(rows)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
