@@ -27,7 +27,7 @@ class LiveProgress:
         self, *columns: str | ProgressColumn, total: float | None, every: float, **fields: Any
     ) -> None:
         self._progress = Progress(*columns, console=STDERR)
-        self._task = self._progress.add_task("", total=total, **fields)
+        self._task = self._progress.add_task(fields.pop("description", ""), total=total, **fields)
         self._every = every
         self._printed = time.monotonic()
 

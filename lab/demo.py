@@ -218,20 +218,21 @@ def _run(
 
     started = time.monotonic()
     definitions = {}
-    for seed in range(flows):
-        flow_id = uuid.uuid4()
-        definitions[flow_id] = example_flow(seed)
-        engine.run(flow_id, definitions[flow_id])
-    flow_ids = list(definitions)
-    emitted = sum(len(queued.list(f)) for f in flow_ids)
-
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    durable = 0
-    columns = ("durable", BarColumn(), MofNCompleteColumn(), "events", TimeElapsedColumn())
-    with LiveProgress(*columns, total=emitted, every=PLAIN_PROGRESS_SECONDS) as progress:
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), "{task.fields[unit]}")
+    every, first = PLAIN_PROGRESS_SECONDS, {"description": "emitted", "unit": "flows"}
+    with LiveProgress(*columns, TimeElapsedColumn(), total=flows, every=every, **first) as progress:
+        for seed in range(flows):
+            flow_id = uuid.uuid4()
+            definitions[flow_id] = example_flow(seed)
+            engine.run(flow_id, definitions[flow_id])
+            progress.update(seed + 1)
+        flow_ids = list(definitions)
+        emitted = sum(len(queued.list(f)) for f in flow_ids)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        durable = 0
         while durable < emitted and time.monotonic() < deadline:
             durable = store.count_events(flow_ids)
-            progress.update(durable)
+            progress.update(durable, description="durable", unit="events", total=emitted)
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 raise RuntimeError(
