@@ -23,6 +23,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         as_json=args.json,
         embedded=args.embedded,
+        keep=args.keep,
     )
 
 
@@ -58,6 +59,11 @@ def register(sub: Any) -> None:
         "--embedded",
         action="store_true",
         help="use embedded PostgreSQL and Valkey under ./.chem/ even if local servers answer",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the database the demo creates (its URL is printed) instead of dropping it",
     )
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser(

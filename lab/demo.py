@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,26 +23,35 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis import Redis
+from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+from rich.table import Table
 from rq import Queue, Worker
 
 from chem_persistence.domain.engine import FlowEngine
 from chem_persistence.domain.events import FlowCompleted, StepFinished
 from chem_persistence.domain.examples import example_flow
 from chem_persistence.domain.replay import InMemoryFlowRepository
-from chem_persistence.eventlog.config import DatabaseSettings
+from chem_persistence.eventlog.config import DatabaseSettings, redact_url
 from chem_persistence.eventlog.pool import open_pool
 from chem_persistence.eventlog.repository import PgFlowRepository
 from chem_persistence.eventlog.store import PgEventStore
 from chem_persistence.producer.config import QueueSettings
 from chem_persistence.producer.producer import Producer
 from chem_persistence.producer.queued_store import QueuedEventStore
+from lab.console import STDOUT, LiveProgress, key_value_table
 from lab.embedded import raise_keyboard_interrupt
-from lab.local_servers import Services, resolve_services
+from lab.local_servers import (
+    Services,
+    SetupRefused,
+    check_redis,
+    demo_database,
+    resolve_services,
+)
 from lab.ports import free_port
 
 DRAIN_TIMEOUT_SECONDS = 300.0
 WORKER_START_TIMEOUT_SECONDS = 60.0
-_PROGRESS_WIDTH = 30
+PLAIN_PROGRESS_SECONDS = 3.0  # a progress line this often when stderr is not a terminal
 
 
 @dataclass
@@ -61,7 +71,7 @@ class Summary:
     flows_at_parity: int
     mismatches: list[str]
 
-    def table(self) -> str:
+    def table(self) -> Table:
         def ms(v: float | None) -> str:
             return "n/a" if v is None else f"≤ {v:.1f} ms"
 
@@ -75,20 +85,20 @@ class Summary:
             ("artifacts", str(self.artifacts)),
             ("dead letters", str(self.dead_letters)),
             ("workers x batch size", f"{self.workers} x {self.batch_size}"),
-            ("throughput", f"{self.throughput_events_per_s:,.0f} events/s ({self.seconds:.2f} s)"),
+            (
+                "throughput",
+                f"{self.throughput_events_per_s:,.0f} events/s ({self.seconds:.2f} s)",
+            ),
             ("emit→durable p50", ms(self.latency_p50_ms)),
             ("emit→durable p99", ms(self.latency_p99_ms)),
             ("flows at parity", f"{self.flows_at_parity} / {self.flows}"),
         ]
-        width = max(len(k) for k, _ in rows)
-        line = f"+-{'-' * width}-+-{'-' * 52}-+"
-        out = [line] + [f"| {k:<{width}} | {v:<52} |" for k, v in rows] + [line]
-        return "\n".join(out)
+        return key_value_table(rows)
 
 
 @contextmanager
 def _workers(
-    count: int, env: dict[str, str], ports: list[int]
+    count: int, env: dict[str, str], ports: list[int], run_id: str
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = []
     try:
@@ -100,7 +110,7 @@ def _workers(
                 "chem_persistence.worker.cli",
                 "worker",
                 "--name",
-                f"demo-{os.getpid()}-{i}",
+                f"demo-{run_id}-{i}",
             ]
             procs.append(subprocess.Popen(cmd, env=worker_env))
         yield procs
@@ -144,54 +154,46 @@ def _quantile_bound(buckets: dict[float, float], q: float) -> float | None:
     return None
 
 
-class _Progress:
-    """A progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
-
-    def __init__(self, total: int, started: float) -> None:
-        self.total = total
-        self.started = started
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-
-    def show(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.tty and now - self.last_print < 2.0 and done < self.total:
-            return
-        self.last_print = now
-        filled = int(_PROGRESS_WIDTH * done / self.total) if self.total else _PROGRESS_WIDTH
-        bar = "#" * filled + "-" * (_PROGRESS_WIDTH - filled)
-        rate = done / max(now - self.started, 1e-9)
-        line = f"durable [{bar}] {done}/{self.total} events  {rate:,.0f}/s"
-        sys.stderr.write(f"\r{line} " if self.tty else f"{line}\n")
-        sys.stderr.flush()
-
-
 def run_demo(
-    *, flows: int, workers: int, batch_size: int, as_json: bool, embedded: bool = False
+    *,
+    flows: int,
+    workers: int,
+    batch_size: int,
+    as_json: bool,
+    embedded: bool = False,
+    keep: bool = False,
 ) -> int:
     if flows < 1 or workers < 1 or batch_size < 1:
         print("demo: --flows, --workers and --batch-size must be at least 1", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # stop what we started on SIGTERM too
-    with ExitStack() as stack:
-        services: Services = stack.enter_context(resolve_services(force_embedded=embedded))
-        summary = _run(services, flows, workers, batch_size, stack)
+    try:
+        with ExitStack() as stack:
+            services: Services = stack.enter_context(resolve_services(force_embedded=embedded))
+            check_redis(services.redis_url, services.redis_setting)
+            summary = _run(services, flows, workers, batch_size, keep, stack)
+    except SetupRefused as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return exc.code
     if as_json:
         print(json.dumps(asdict(summary), indent=2))
     else:
-        print(summary.table())
+        STDOUT.print(summary.table())
         for line in summary.mismatches[:20]:
             print(f"MISMATCH {line}")
     return 0 if not summary.mismatches else 1
 
 
 def _run(
-    services: Services, flows: int, workers: int, batch_size: int, stack: ExitStack
+    services: Services, flows: int, workers: int, batch_size: int, keep: bool, stack: ExitStack
 ) -> Summary:
-    run_id = uuid.uuid4().hex[:8]
+    database_url = stack.enter_context(demo_database(services, keep))
+    redis = Redis.from_url(services.redis_url)
+    stack.callback(redis.close)
+    run_id = _claim_run_id(redis)
     env = {
         **os.environ,
-        "DATABASE_URL": services.database_url,
+        "DATABASE_URL": database_url,
         "REDIS_URL": services.redis_url,
         "CHEM_QUEUE": f"chem-demo-{run_id}",
         "CHEM_KEY_PREFIX": f"chemdemo-{run_id}",
@@ -199,46 +201,49 @@ def _run(
         "CHEM_CHECK_INTERVAL_SECONDS": "2",
     }
     queue_settings = QueueSettings.from_env(env)
-    db_settings = DatabaseSettings.from_env(env)
-    pool = stack.enter_context(open_pool(db_settings))  # migrates before the workers start
+    stack.callback(_cleanup_redis, redis, queue_settings, run_id)
+    print(
+        f"demo: Redis {redact_url(services.redis_url)}: keys {queue_settings.key_prefix}:*,"
+        f" rq queue {queue_settings.queue_name} (deleted at the end)",
+        file=sys.stderr,
+    )
+    pool = stack.enter_context(open_pool(DatabaseSettings.from_env(env)))  # migrates first
     store = PgEventStore(pool)
-    redis = Redis.from_url(services.redis_url)
-    stack.callback(_cleanup_redis, redis, queue_settings)
     producer = Producer(redis, queue_settings)
     queued = QueuedEventStore(producer)
     engine = FlowEngine(queued)
     ports = [free_port() for _ in range(workers)]
-    procs = stack.enter_context(_workers(workers, env, ports))
+    procs = stack.enter_context(_workers(workers, env, ports, run_id))
     _wait_for_workers(producer, procs, workers)
 
     started = time.monotonic()
     definitions = {}
-    for seed in range(flows):
-        flow_id = uuid.uuid4()
-        definitions[flow_id] = example_flow(seed)
-        engine.run(flow_id, definitions[flow_id])
-    flow_ids = list(definitions)
-    emitted = sum(len(queued.list(f)) for f in flow_ids)
-
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    durable = 0
-    progress = _Progress(emitted, started)
-    while durable < emitted and time.monotonic() < deadline:
-        durable = store.count_events(flow_ids)
-        progress.show(durable)
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
-            raise RuntimeError(
-                f"{len(dead)} worker process(es) exited (code {dead[0].returncode}); "
-                "their output above says why"
-            )
-        if durable < emitted:
-            if _parked_count(redis, producer) and _backlog(redis, producer, flow_ids) == 0:
-                break  # everything left is parked behind a dead letter
-            time.sleep(0.05)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), "{task.fields[unit]}")
+    every, first = PLAIN_PROGRESS_SECONDS, {"description": "emitted", "unit": "flows"}
+    with LiveProgress(*columns, TimeElapsedColumn(), total=flows, every=every, **first) as progress:
+        for seed in range(flows):
+            flow_id = uuid.uuid4()
+            definitions[flow_id] = example_flow(seed)
+            engine.run(flow_id, definitions[flow_id])
+            progress.update(seed + 1)
+        flow_ids = list(definitions)
+        emitted = sum(len(queued.list(f)) for f in flow_ids)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        durable = 0
+        while durable < emitted and time.monotonic() < deadline:
+            durable = store.count_events(flow_ids)
+            progress.update(durable, description="durable", unit="events", total=emitted)
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(
+                    f"{len(dead)} worker process(es) exited (code {dead[0].returncode}); "
+                    "their output above says why"
+                )
+            if durable < emitted:
+                if _parked_count(redis, producer) and _backlog(redis, producer, flow_ids) == 0:
+                    break  # everything left is parked behind a dead letter
+                time.sleep(0.05)
     elapsed = time.monotonic() - started
-    if progress.tty:
-        sys.stderr.write("\n")
 
     buckets = _latency_buckets(ports)
     repo = PgFlowRepository(store)
@@ -319,9 +324,19 @@ def _backlog(redis: Redis, producer: Producer, flow_ids: list[uuid.UUID]) -> int
     return sum(pipe.execute())
 
 
-def _cleanup_redis(redis: Redis, settings: QueueSettings) -> None:
-    """Remove this run's keys: the demo leaves nothing behind in a shared Redis."""
-    for pattern in (f"{settings.key_prefix}:*", f"rq:*{settings.queue_name}*"):
+def _claim_run_id(redis: Redis) -> str:
+    """A run id no one else uses in this Redis: its claim key is set only if absent, and every
+    key the run writes (its prefix, its rq queue, jobs and workers) carries the id."""
+    for _ in range(10):
+        run_id = secrets.token_hex(8)
+        if redis.set(f"chemdemo-{run_id}:claim", os.getpid(), nx=True):
+            return run_id
+    raise RuntimeError("could not claim a fresh demo run id in Redis")
+
+
+def _cleanup_redis(redis: Redis, settings: QueueSettings, run_id: str) -> None:
+    """Remove this run's keys, and only those: every one carries the claimed run id."""
+    for pattern in (f"{settings.key_prefix}:*", f"rq:*{run_id}*"):
         for key in redis.scan_iter(match=pattern, count=1000):
             redis.delete(key)
     # rq's set of known queues (what rq-dashboard lists) would keep naming the deleted queue.

@@ -25,7 +25,6 @@ from lab.ports import free_port
 log = logging.getLogger(__name__)
 
 EMBEDDED_ROOT = Path(".chem")
-DEMO_DATABASE = "chem_demo"
 
 
 @dataclass(frozen=True)

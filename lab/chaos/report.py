@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from rich.table import Table
 
 from chem_persistence.eventlog.store import PgEventStore
 from chem_persistence.producer.keys import Keys
 from lab.chaos.faults import FAULT_KINDS
 from lab.chaos.stream import expected_event, flow_id_of
+from lab.console import key_value_table
 
 MAX_PROBLEMS = 50
 
@@ -52,7 +54,7 @@ class ChaosReport:
         )
         return not any(failures) and self.drain_seconds_after_last_fault is not None
 
-    def table(self) -> str:
+    def table(self) -> Table:
         drain = self.drain_seconds_after_last_fault
         rows = [
             ("duration", f"{self.seconds:.0f} s"),
@@ -74,11 +76,7 @@ class ChaosReport:
             ("drained after producer done", _seconds(self.drain_seconds_after_producer_done)),
             ("verdict", "PASS" if self.ok else "FAIL"),
         ]
-        width = max(len(k) for k, _ in rows)
-        value_width = max(24, *(len(v) for _, v in rows))
-        line = f"+-{'-' * width}-+-{'-' * value_width}-+"
-        body = [f"| {k:<{width}} | {v:<{value_width}} |" for k, v in rows]
-        return "\n".join([line, *body, line, f"command: {self.command}"])
+        return key_value_table(rows)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -28,6 +28,7 @@ from typing import TypeVar
 import psycopg
 import redis.exceptions
 from redis import Redis
+from rich.progress import BarColumn
 
 from chem_persistence.eventlog.config import DatabaseSettings
 from chem_persistence.eventlog.pool import open_pool
@@ -39,11 +40,13 @@ from lab.chaos.fleet import Fleet
 from lab.chaos.report import ChaosReport, check_stored, redis_left
 from lab.chaos.servers import Servers, private_servers
 from lab.chaos.stream import flow_id_of
+from lab.console import STDOUT, LiveProgress
 from lab.embedded import raise_keyboard_interrupt
 from lab.proxy import ReplyLoss
 
 CHAOS_ROOT = Path(".chem") / "chaos"
 DEFAULT_REPLY_LOSS = 0.02
+PLAIN_PROGRESS_SECONDS = 10.0  # a progress line this often when stderr is not a terminal
 #: The rig's own PostgreSQL connections: not the workers' application_name, so that the
 #: pg_terminate fault leaves them alone.
 RIG_POOL_NAME = "chem-chaos-rig"
@@ -114,7 +117,6 @@ def run_chaos(
         servers.proxy.set_reply_loss(ReplyLoss(reply_loss, seed=seed) if reply_loss else None)
         injected, started, last_fault = _fault_window(fleet, servers, rng, duration)
         drained_at = _drain(fleet, store, direct, keys, seed, flows, events, duration)
-        sys.stderr.write("\n")
         faults = Counter(injected) + fleet.faults
         faults["reply_lost"] = servers.proxy.counters().replies_dropped
         stored, lost, duplicated, reordered, problems = _retry(
@@ -151,7 +153,11 @@ def run_chaos(
             )
         for exit_ in fleet.unexpected[:3]:
             sys.stderr.write(f"--- {exit_}; its log ends with:\n{exit_.log_tail}\n")
-    print(json.dumps(report.as_dict(), indent=2) if as_json else report.table())
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        STDOUT.print(report.table())
+        print(f"command: {report.command}")
     for problem in report.problems[:20]:
         print(f"PROBLEM {problem}")
     return 0 if report.ok else 1
@@ -170,25 +176,33 @@ def _fault_window(
     rng.shuffle(forced)
     next_fault = started + 1.0
     overtime = started + 2 * duration  # a loaded machine may need longer to see every kind
-    while time.monotonic() < deadline or (
-        time.monotonic() < overtime and _missing(injected + fleet.faults)
-    ):
-        fleet.supervise()
-        now = time.monotonic()
-        if now >= next_fault:
-            was_forced = bool(forced)
-            kind = forced.pop() if forced else _unfired(fleet) or weighted_fault(rng)
-            try:
-                done = inject(kind, fleet, servers, rng)
-            except TRANSIENT:  # e.g. terminating backends while PostgreSQL restarts
-                done = False
-            if done and kind not in ARMED_KINDS:
-                injected[kind] += 1
-            elif not done and was_forced:
-                forced.insert(0, kind)  # a forced kind that could not happen now: later
-            next_fault = time.monotonic() + rng.uniform(0.5, 1.5) * fault_period(duration)
-        _progress(started, duration, injected + fleet.faults)
-        time.sleep(0.05)
+    columns = (
+        "chaos",
+        BarColumn(),
+        "{task.completed:.0f}/{task.total:.0f} s {task.fields[faults]}",
+    )
+    with LiveProgress(*columns, total=duration, every=PLAIN_PROGRESS_SECONDS, faults="") as bar:
+        while time.monotonic() < deadline or (
+            time.monotonic() < overtime and _missing(injected + fleet.faults)
+        ):
+            fleet.supervise()
+            now = time.monotonic()
+            if now >= next_fault:
+                was_forced = bool(forced)
+                kind = forced.pop() if forced else _unfired(fleet) or weighted_fault(rng)
+                try:
+                    done = inject(kind, fleet, servers, rng)
+                except TRANSIENT:  # e.g. terminating backends while PostgreSQL restarts
+                    done = False
+                if done and kind not in ARMED_KINDS:
+                    injected[kind] += 1
+                elif not done and was_forced:
+                    forced.insert(0, kind)  # a forced kind that could not happen now: later
+                next_fault = time.monotonic() + rng.uniform(0.5, 1.5) * fault_period(duration)
+            counts = injected + fleet.faults
+            faults = " ".join(f"{k}={counts[k]}" for k in INJECTED_KINDS)
+            bar.update(min(time.monotonic() - started, duration), faults=faults)
+            time.sleep(0.05)
     fleet.disarm()
     servers.proxy.set_reply_loss(None)  # lost replies were a fault until now
     fleet.supervise()
@@ -259,19 +273,3 @@ def _emitted(log_path: Path) -> int:
     if not log_path.exists():
         return 0
     return len({line for line in log_path.read_text().splitlines() if line.strip()})
-
-
-_last_progress = [0.0]
-
-
-def _progress(started: float, duration: float, faults: Counter[str]) -> None:
-    """A live line on a terminal; a line every 10 s otherwise (CI logs)."""
-    now = time.monotonic()
-    tty = sys.stderr.isatty()
-    if now - _last_progress[0] < (0.5 if tty else 10.0):
-        return
-    _last_progress[0] = now
-    counts = " ".join(f"{k}={faults[k]}" for k in INJECTED_KINDS)
-    line = f"chaos {now - started:5.0f}/{duration:.0f} s  {counts}"
-    sys.stderr.write(f"\r{line} " if tty else f"{line}\n")
-    sys.stderr.flush()

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import redis
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
 from rq import Queue
 
+from chem_persistence.eventlog.config import url_with_database
 from lab.demo import Summary, run_demo
+from lab.ports import free_port
 from tests.redis_claim import CLAIM_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,34 +33,83 @@ FLOWS = 30
 DEMO_TIMEOUT_S = 120
 
 
-def test_demo_stores_every_flow_at_parity_and_cleans_up(
-    database_url: str, redis_url: str, redis_conn: redis.Redis
-) -> None:
-    env = {
+def _demo_env(database_url: str, redis_url: str) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CHEM_", "DATABASE_"))},
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chem_persistence.worker.cli",
-            "demo",
-            "--flows",
-            str(FLOWS),
-            "--workers",
-            "2",
-            "--batch-size",
-            "50",
-            "--json",
-        ],
+
+
+def _demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chem_persistence.worker.cli", "demo", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=DEMO_TIMEOUT_S,
+        timeout=DEMO_TIMEOUT_S,  # a deadline, not a pace
         check=False,
+    )
+
+
+def _created(stderr: str) -> str:
+    """The name of the database the demo says it created."""
+    found = re.search(r"^demo: created database (chem_demo_\w+) on ", stderr, re.M)
+    assert found, stderr
+    return found.group(1)
+
+
+def _exists(admin_url: str, name: str) -> bool:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def _snapshot(url: str) -> dict[str, object]:
+    """Every table (any schema but the catalogs) with its row count, and the sequences."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        counts = {
+            f"{schema}.{name}": conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()
+            for schema, name in tables
+        }
+        sequences = conn.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+        ).fetchall()
+    return {"counts": counts, "sequences": sequences}
+
+
+#: Keys of someone else in the demo's Redis DB, some named like the demo's own.
+BYSTANDERS = {
+    "someone:else": "theirs",
+    "chemdemo-0000000000000000:claim": "another demo's claim",
+    "chem-demo-other:q": "looks like a demo queue",
+    "rq:queue:someone-elses-queue": "their rq queue",
+}
+
+
+def test_demo_stores_every_flow_at_parity_and_touches_nothing_it_did_not_create(
+    admin_url: str, migrated_database_url: str, redis_url: str, redis_conn: redis.Redis
+) -> None:
+    """DATABASE_URL names a database with data in it: the demo creates its own beside it and
+    drops it at the end; the named database and the Redis keys of others are untouched."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bystander (x int)")
+        conn.execute("INSERT INTO bystander VALUES (1), (2)")
+    before = _snapshot(migrated_database_url)
+    for key, value in BYSTANDERS.items():
+        redis_conn.set(key, value)
+    redis_conn.sadd(Queue.redis_queues_keys, "rq:queue:someone-elses-queue")
+
+    result = _demo(
+        _demo_env(migrated_database_url, redis_url),
+        *("--flows", str(FLOWS), "--workers", "2", "--batch-size", "50", "--json"),
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)  # stdout is the summary alone: workers print nothing there
@@ -67,22 +129,148 @@ def test_demo_stores_every_flow_at_parity_and_cleans_up(
     assert summary["latency_p50_ms"] <= summary["latency_p99_ms"]
     assert set(summary) == set(Summary.__dataclass_fields__)
 
-    # The demo leaves nothing of its own behind in a shared Redis: no keys of its prefix or
-    # its queue, and no queue left registered for rq-dashboard to list.
-    # (rq keeps a dead worker's hash for 60 s by design; it names neither.)
-    leftovers = [
-        key.decode()
-        for key in redis_conn.scan_iter(count=1000)
-        if b"chemdemo-" in key or b"chem-demo-" in key
-    ]
-    assert leftovers == []
-    assert [q.name for q in Queue.all(connection=redis_conn)] == []
-    others = [
-        key
-        for key in redis_conn.scan_iter(count=1000)
-        if key != CLAIM_KEY.encode() and not key.startswith(b"rq:worker:demo-")
-    ]
-    assert others == []
+    # PostgreSQL: the named database is as it was; the demo's own is gone.
+    assert _snapshot(migrated_database_url) == before
+    name = _created(result.stderr)
+    assert f"demo: dropped database {name}" in result.stderr
+    assert not _exists(admin_url, name)
+
+    # Redis: exactly the others' keys are left, with their values; the demo's own keys
+    # (prefix, queue, jobs, worker hashes) are all gone, and rq lists only the others' queue.
+    left = {key.decode() for key in redis_conn.scan_iter(count=1000)}
+    assert left == {*BYSTANDERS, CLAIM_KEY, Queue.redis_queues_keys}
+    assert {k: redis_conn.get(k).decode() for k in BYSTANDERS} == BYSTANDERS  # type: ignore[union-attr]
+    assert redis_conn.smembers(Queue.redis_queues_keys) == {b"rq:queue:someone-elses-queue"}
+
+
+def test_demo_keep_leaves_its_database_holding_the_flows(
+    admin_url: str, redis_url: str, redis_conn: redis.Redis
+) -> None:
+    """--keep: the demo's database stays, its URL is printed (no password), it holds every
+    flow. DATABASE_URL names a database that does not exist: only its server is used."""
+    absent = f"chem_test_absent_{secrets.token_hex(4)}"
+    result = _demo(
+        _demo_env(url_with_database(admin_url, absent), redis_url),
+        *("--flows", "10", "--workers", "1", "--keep", "--json"),
+    )
+    assert result.returncode == 0, result.stderr
+    name = _created(result.stderr)
+    try:
+        kept = re.search(rf"^demo: kept database {name}: (\S+)$", result.stderr, re.M)
+        assert kept, result.stderr
+        summary = json.loads(result.stdout)
+        with psycopg.connect(kept.group(1)) as conn:
+            events, flows = conn.execute(
+                "SELECT count(*), count(DISTINCT flow_id) FROM event_log"
+            ).fetchone() or (0, 0)
+        assert (events, flows) == (summary["events"], 10)
+        assert summary["flows_at_parity"] == 10
+        assert not _exists(admin_url, absent)  # the named database was never created
+    finally:
+        assert name.startswith("chem_demo_")  # the demo's, as it said: ours to drop
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _no_role_may_create(admin_url: str) -> Iterator[str]:
+    role = f"chem_test_nocreatedb_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        yield role
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(
+    ("case", "setting", "code"),
+    [
+        ("database-unreachable", "DATABASE_URL", 3),
+        ("database-not-a-url", "DATABASE_URL", 2),
+        ("database-no-createdb", "DATABASE_URL", 3),
+        ("redis-unreachable", "REDIS_URL", 3),
+        ("redis-not-a-url", "REDIS_URL", 2),
+    ],
+)
+def test_a_server_that_refuses_is_one_line_naming_the_setting(
+    admin_url: str, redis_url: str, case: str, setting: str, code: int
+) -> None:
+    closed = free_port()  # nothing listens there
+    database_url, redis_target = admin_url, redis_url
+    roles = _no_role_may_create(admin_url)
+    if case == "database-unreachable":
+        database_url = f"postgresql://postgres@127.0.0.1:{closed}/postgres"
+    elif case == "database-not-a-url":
+        database_url = "not a url"
+    elif case == "database-no-createdb":
+        server = urlsplit(admin_url)
+        netloc = f"{next(roles)}@{server.hostname}:{server.port or 5432}"
+        database_url = server._replace(netloc=netloc).geturl()
+    elif case == "redis-unreachable":
+        redis_target = f"redis://127.0.0.1:{closed}/0"
+    else:
+        redis_target = "http://127.0.0.1:6379/0"
+    try:
+        result = _demo(_demo_env(database_url, redis_target), "--flows", "5")
+    finally:
+        roles.close()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"demo: {setting}: "), lines[0]
+    assert result.returncode == code, result.stderr
+    assert result.stdout == ""
+    assert "created database" not in result.stderr
+
+
+def test_sigterm_stops_the_workers_and_drops_the_demos_database(
+    admin_url: str, redis_url: str, redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    log = tmp_path / "demo.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chem_persistence.worker.cli",
+                "demo",
+                "--flows",
+                "5000",
+                "--workers",
+                "2",
+            ],
+            env=_demo_env(admin_url, redis_url),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        _wait_for(lambda: log.read_text().count("action=worker_start") == 2, proc, log)
+        name = _created(log.read_text())
+        assert _exists(admin_url, name)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEMO_TIMEOUT_S) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert f"demo: dropped database {name}" in text
+    assert not _exists(admin_url, name)
+    assert [k for k in redis_conn.scan_iter(count=1000) if k != CLAIM_KEY.encode()] == []
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    run_id = re.search(r"rq queue chem-demo-(\w+)", text)
+    assert run_id and f"demo-{run_id.group(1)}" not in running.stdout  # workers stopped
+
+
+def _wait_for(done: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + DEMO_TIMEOUT_S
+    while not done():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 def test_demo_on_embedded_servers_reaches_parity_and_stops_them(tmp_path: Path) -> None:
@@ -143,15 +331,18 @@ def _summary(**overrides: object) -> Summary:
     return Summary(**values)  # type: ignore[arg-type]
 
 
+def _rendered(table: Table) -> list[str]:
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(table)
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined, no-any-return]
+
+
 def test_summary_table_renders_every_row() -> None:
-    lines = _summary().table().splitlines()
-    border = lines[0]
-    assert border.startswith("+-") and border.endswith("-+")
-    assert lines[-1] == border
+    lines = _rendered(_summary().table())
     assert len({len(line) for line in lines}) == 1  # a rectangle
     rows = {
         cells[0].strip(): cells[1].strip()
-        for cells in (line.strip("|").split("|") for line in lines[1:-1])
+        for cells in (line.strip("│").split("│") for line in lines[1:-1])
     }
     assert rows == {
         "flows": "30 (5 failed at a step, 10 with a policy step)",
@@ -167,8 +358,10 @@ def test_summary_table_renders_every_row() -> None:
 
 
 def test_summary_table_without_latencies_says_na() -> None:
-    table = _summary(latency_p50_ms=None, latency_p99_ms=None, flows_at_parity=29).table()
-    assert "| emit→durable p50" in table and "n/a" in table
+    table = "\n".join(
+        _rendered(_summary(latency_p50_ms=None, latency_p99_ms=None, flows_at_parity=29).table())
+    )
+    assert "│ emit→durable p50" in table and "n/a" in table
     assert "29 / 30" in table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -72,7 +73,7 @@ def test_resolve_services_yields_the_environment_urls(
     for name, value in BOTH_URLS.items():
         monkeypatch.setenv(name, value)
     with resolve_services() as found:
-        assert (found.database_url, found.redis_url, found.origin) == (
+        assert (found.server_url, found.redis_url, found.origin) == (
             BOTH_URLS["DATABASE_URL"],
             BOTH_URLS["REDIS_URL"],
             "environment",
@@ -85,7 +86,13 @@ def test_resolve_services_local_uses_the_given_urls_and_local_defaults(
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/chem")
     monkeypatch.delenv("REDIS_URL", raising=False)
     with resolve_services() as found:
-        assert found == services.Services("postgresql://db/chem", services.LOCAL_REDIS_URL, "local")
+        assert found == services.Services(
+            "postgresql://db/chem",
+            services.LOCAL_REDIS_URL,
+            "local",
+            "DATABASE_URL",
+            "the local Redis (set REDIS_URL to use another)",
+        )
 
 
 @pytest.mark.parametrize("force", [False, True])
@@ -106,23 +113,30 @@ def test_resolve_services_falls_back_to_the_embedded_servers(
         yield embedded.EmbeddedServers(admin, "redis://127.0.0.1:7000/0")
         started.append("down")
 
-    created: list[tuple[str, str]] = []
-
-    def fake_ensure(url: str, name: str) -> str:
-        created.append((url, name))
-        return url_with_database(url, name)
-
     monkeypatch.setattr(services, "embedded_servers", fake_servers)
-    monkeypatch.setattr(services, "ensure_database", fake_ensure)
     with resolve_services(force_embedded=force) as found:
         assert started == ["up"]
-        assert found == services.Services(
-            "postgresql://postgres@/chem_demo?host=%2Ftmp%2Fpg",
+        assert (found.server_url, found.redis_url, found.origin) == (
+            admin,
             "redis://127.0.0.1:7000/0",
             "embedded",
         )
+        assert "embedded PostgreSQL" in found.database_setting
     assert started == ["up", "down"]  # stopped on exit
-    assert created == [(admin, services.LOCAL_DEMO_DATABASE)]
+
+
+def test_demo_database_names_are_fresh_and_say_what_they_are() -> None:
+    names = {services.new_database_name() for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert re.fullmatch(r"chem_demo_\d{8}_\d{6}_[0-9a-f]{6}", name), name
+
+
+def test_server_of_drops_the_database_and_the_password() -> None:
+    assert (
+        services.server_of("postgresql://u:secret@h:5433/chem?sslmode=require")
+        == "postgresql://u:***@h:5433/?sslmode=require"
+    )
 
 
 def test_url_with_database_keeps_server_user_and_options() -> None:
