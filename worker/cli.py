@@ -22,6 +22,7 @@ from producer.config import DEFAULT_REDIS_URL, QueueSettings
 from producer.jobs import ingest_queue
 from producer.keys import Keys
 from producer.scripts import Scripts
+from worker.dashboard import command as dashboard_command
 from worker.deadletters import DeadLetters, StaleCommand
 from worker.runtime import starter
 from worker.version import __version__
@@ -148,6 +149,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if events else 1
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    return dashboard_command.run(args)
+
+
 def _lab_commands() -> list[Callable[[Any], None]]:
     """The lab's commands (demo, bench, chaos), when the lab distribution is installed.
 
@@ -212,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow", type=_flow)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="the operator's web app: backlog, parked flows, dlq retry/discard, rq-dashboard",
+    )
+    dashboard_command.add_arguments(p)
+    p.set_defaults(func=cmd_dashboard)
 
     for register in _lab_commands():
         register(sub)
