@@ -1,8 +1,9 @@
 """rq-dashboard 0.9.0, mounted in our app under ``/rq``, reading our jobs as JSON.
 
 rq-dashboard keeps its serializer in a module-level ``config`` object (its ``--json`` flag sets
-it); it is used for the queue and job views. Three things in 0.9.0 ignore it, and are replaced
-here in *our* app's tables (the blueprint's module is not touched):
+it); its queue and job views use it. Two of its views ignore it, and one of its hooks opens a
+client of its own; all three are replaced here in *our* app's tables (the blueprint's module
+is not touched):
 
 - ``workers.json`` builds each ``Worker`` without a serializer, so ``get_current_job()``
   fetches a busy worker's job with rq's default serializer (pickle): reading the job's call
