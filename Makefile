@@ -2,7 +2,8 @@
 # `make test` fails when PostgreSQL or Redis does not answer (scripts/ensure-services checks
 # the URLs the tests use); CHEM_TEST_ALLOW_SKIP=1 lets the tests that need them skip instead
 # (never under CI). `make mutate` applies each mutation of tests/mutations.toml in a scratch
-# copy and checks the suite kills it.
+# copy and checks the suite kills it. `make test` also installs Debian's chromium when it is
+# missing (scripts/ensure-browser): the dashboard's browser test drives it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -26,6 +27,7 @@ test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	scripts/ensure-browser
 	$(BIN)/pytest
 
 mutate: $(STAMP) services

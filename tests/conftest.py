@@ -374,3 +374,13 @@ def redis_conn(redis_claim: RedisClaim) -> Iterator[redis.Redis]:
 def key_prefix() -> str:
     """A key prefix no other test session uses (for CHEM_KEY_PREFIX and rq queue names)."""
     return f"chemtest{os.getpid()}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--dashboard-screenshots",
+        metavar="DIR",
+        default=None,
+        help="the dashboard's browser test saves a PNG of each page it checks into DIR"
+        " (e.g. docs/, where the README's pictures live)",
+    )

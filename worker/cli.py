@@ -23,6 +23,7 @@ from chem_persistence.producer.jobs import ingest_queue
 from chem_persistence.producer.keys import Keys
 from chem_persistence.producer.scripts import Scripts
 from chem_persistence.worker import logs
+from chem_persistence.worker.dashboard import command as dashboard_command
 from chem_persistence.worker.deadletters import DeadLetters, StaleCommand
 from chem_persistence.worker.runtime import starter
 from chem_persistence.worker.version import __version__
@@ -149,6 +150,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if events else 1
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    return dashboard_command.run(args)
+
+
 def _lab_commands() -> list[Callable[[Any], None]]:
     """The lab's commands (demo, bench, chaos), when the lab distribution is installed.
 
@@ -213,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow", type=_flow)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="the operator's web app: backlog, parked flows, dlq retry/discard, rq-dashboard",
+    )
+    dashboard_command.add_arguments(p)
+    p.set_defaults(func=cmd_dashboard)
 
     for register in _lab_commands():
         register(sub)

@@ -83,35 +83,46 @@ class DeadLetters:
         raw = cast(list[bytes], self.redis.lrange(shard.dead(flow_id), 0, -1))
         return [r for r in (parse_record(x) for x in raw) if r is not None]
 
-    def retry(self, flow_id: str) -> int:
+    def retry(self, flow_id: str, expected_generation: int | None = None) -> int:
         """Put the dead letters back among the queued events, ordered by position (so the
-        events that fill a gap go first), and resume the flow."""
-        generation, records, queued = self._read(flow_id)
+        events that fill a gap go first), and resume the flow.
+
+        ``expected_generation``: the generation the operator looked at (the dashboard's
+        confirmation); if the dead letters moved on since, nothing is done (StaleCommand).
+        """
+        generation, records, queued = self._read(flow_id, expected_generation)
         dead = [entry_of(r) for r in records]
         merged = sorted(dead + queued, key=_position)  # stable: a dead letter before its twin
         self._resume(flow_id, generation, len(queued), merged)
         log.warning("action=dlq_retry flow=%s entries=%d", flow_id, len(dead))
         return len(dead)
 
-    def discard(self, flow_id: str) -> int:
+    def discard(self, flow_id: str, expected_generation: int | None = None) -> int:
         """Drop the dead letters for good (logged in full) and resume the flow.
 
         Later events are still applied only at their own positions: if the discarded event
         left a hole, the next one is refused as a gap and the flow parks again.
         """
-        generation, records, _ = self._read(flow_id)
+        generation, records, _ = self._read(flow_id, expected_generation)
         for record in records:
             log.warning("action=dlq_discard flow=%s record=%s", flow_id, json.dumps(record))
         self._resume(flow_id, generation, 0, [])
         return len(records)
 
-    def _read(self, flow_id: str) -> tuple[int, list[dict[str, Any]], list[bytes]]:
+    def _read(
+        self, flow_id: str, expected_generation: int | None = None
+    ) -> tuple[int, list[dict[str, Any]], list[bytes]]:
         shard = self.keys.for_flow(flow_id)
         pipe = self.redis.pipeline(transaction=True)  # one consistent view
         pipe.get(shard.dead_generation(flow_id))
         pipe.lrange(shard.dead(flow_id), 0, -1)
         pipe.lrange(shard.queue(flow_id), 0, -1)
         gen, raw, queued = pipe.execute()
+        if expected_generation is not None and int(gen or 0) != expected_generation:
+            raise StaleCommand(
+                f"flow {flow_id}: its dead letters changed since they were read"
+                f" (generation {int(gen or 0)}, not {expected_generation}): nothing done"
+            )
         records = [r for r in (parse_record(x) for x in raw) if r is not None]
         if not records:
             raise LookupError(

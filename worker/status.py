@@ -18,6 +18,8 @@ class FlowBacklog:
     flow_id: str
     queued: int
     leased: bool
+    #: How long a ready flow has waited for a sweep (None: leased, a sweep has it).
+    waiting_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,25 @@ def collect(redis: Redis, keys: Keys, queue: Queue, dead_letters: DeadLetters) -
     now_ms = seconds * 1000 + micros / 1000
     for shard in keys.all_shards():
         pipe = redis.pipeline(transaction=False)
-        pipe.zrange(shard.ready, 0, -1)
+        pipe.zrange(shard.ready, 0, -1, withscores=True)
         pipe.zrange(shard.leased, 0, -1)
         pipe.zcard(shard.sweeps)
-        pipe.zrange(shard.ready, 0, 0, withscores=True)
-        ready, leased, count, first = pipe.execute()
+        ready, leased, count = pipe.execute()
         sweeps += int(count)
-        if first:
-            oldest = max(oldest, (now_ms - float(first[0][1])) / 1000)
-        named = [(f.decode(), False) for f in cast(list[bytes], ready)]
-        named += [(f.decode(), True) for f in cast(list[bytes], leased)]
+        ready = cast(list[tuple[bytes, float]], ready)
+        if ready:
+            oldest = max(oldest, (now_ms - float(ready[0][1])) / 1000)
+        named: list[tuple[str, float | None]] = [
+            (f.decode(), round(max(0.0, now_ms - score) / 1000, 3)) for f, score in ready
+        ]
+        named += [(f.decode(), None) for f in cast(list[bytes], leased)]
         pipe = redis.pipeline(transaction=False)
         for flow, _ in named:
             pipe.llen(shard.queue(flow))
         lengths = pipe.execute() if named else []
         flows += [
-            FlowBacklog(f, n, is_leased) for (f, is_leased), n in zip(named, lengths, strict=True)
+            FlowBacklog(f, n, waiting is None, waiting)
+            for (f, waiting), n in zip(named, lengths, strict=True)
         ]
     flows.sort(key=lambda f: f.queued, reverse=True)
     parked = dead_letters.parked()
