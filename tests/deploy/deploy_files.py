@@ -393,9 +393,25 @@ def check_command(args: Sequence[str]) -> None:
     built elsewhere, is checked against its agreed interface until this branch has it."""
     if args and args[0] == "dashboard" and "dashboard" not in subcommands():
         assert tuple(args[: len(DASHBOARD_ARGS)]) == DASHBOARD_ARGS, args
-        assert args[len(DASHBOARD_ARGS)] == "--port" and len(args) == len(DASHBOARD_ARGS) + 2, args
+        assert len(args) == len(DASHBOARD_ARGS) + 2, args
+        assert args[len(DASHBOARD_ARGS)] == "--port" and args[-1], args
         return
     parse_command(args)
+    # Exact option names only: argparse would take an abbreviation, which a later option
+    # sharing its prefix turns into an error.
+    sub = subparser(args[0])
+    known = {o for action in sub._actions for o in action.option_strings}
+    for token in args[1:]:
+        if token.startswith("--"):
+            assert token.split("=", 1)[0] in known, f"{token}: not an option of {args[0]}"
+
+
+def subparser(name: str) -> argparse.ArgumentParser:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise AssertionError("the command has no subcommands")
 
 
 # --- Procfile ---------------------------------------------------------------------------------
