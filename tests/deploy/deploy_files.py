@@ -428,3 +428,9 @@ def procfile_processes(text: str | None = None) -> dict[str, str]:
 def shell_defaults(command: str) -> str:
     """``${VAR:-default}`` replaced by its default, as a shell without VAR would do."""
     return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", command)
+
+
+def procfile_argv(command: str) -> list[str]:
+    """The argv a Procfile line runs: its ``exec`` dropped, defaults applied."""
+    args = argv(shell_defaults(command))
+    return args[1:] if args[:1] == ["exec"] else args

@@ -30,10 +30,10 @@ from tests.deploy.deploy_files import (
     last,
     load_compose,
     parse_command,
+    procfile_argv,
     procfile_processes,
     project_packages,
     pyproject,
-    shell_defaults,
     subcommands,
 )
 
@@ -88,7 +88,7 @@ def test_every_procfile_line_runs_a_real_subcommand() -> None:
     processes = procfile_processes()
     assert set(processes) == {"worker", "dashboard"}
     for name, command in processes.items():
-        args = argv(shell_defaults(command))
+        args = procfile_argv(command)
         assert args[0] in project_scripts(), (name, args)
         check_command(args[1:])
 

@@ -12,9 +12,9 @@ from tests.deploy.deploy_files import (
     PROCFILE,
     argv,
     password_on_command_line,
+    procfile_argv,
     procfile_processes,
     secret_problems,
-    shell_defaults,
 )
 
 #: Subcommands that end by themselves: none may be a Procfile process.
@@ -29,9 +29,16 @@ def test_every_process_is_long_running() -> None:
     processes = procfile_processes()
     assert "release" not in processes
     for name, command in processes.items():
-        args = argv(shell_defaults(command))
+        args = procfile_argv(command)
         assert args[1] not in ONE_SHOT, (name, command)
         assert "--burst" not in args, (name, command)
+
+
+def test_every_process_replaces_its_shell() -> None:
+    """honcho runs a line as ``sh -c LINE`` and signals the whole group; a shell that stays
+    dies of the SIGTERM before its process has stopped, and honcho reports it killed."""
+    for name, command in procfile_processes().items():
+        assert argv(command)[0] == "exec", (name, command)
 
 
 def test_the_one_shot_release_line_of_the_report_is_caught() -> None:
@@ -46,8 +53,14 @@ def test_the_one_shot_release_line_of_the_report_is_caught() -> None:
 
 def test_the_dashboard_line_reads_its_password_from_the_environment() -> None:
     command = procfile_processes()["dashboard"]
-    assert argv(command) == ["chem-persistence", *DASHBOARD_ARGS, "--port", "${PORT:-9181}"]
-    assert argv(shell_defaults(command))[-1] == "9181"
+    assert argv(command) == [
+        "exec",
+        "chem-persistence",
+        *DASHBOARD_ARGS,
+        "--port",
+        "${PORT:-9181}",
+    ]
+    assert procfile_argv(command)[-1] == "9181"
     assert not password_on_command_line(argv(command))
     reported = (
         "rq-dashboard --json --bind 0.0.0.0 --port ${PORT:-9181} --username admin"
