@@ -7,6 +7,11 @@ Variables (an empty variable counts as unset):
   and normalized to ``postgresql://``; any other scheme is an error. Default
   ``postgresql://127.0.0.1:5432/chem`` (the local server of ``make services``, database
   ``chem``, the operating-system user).
+- ``DATABASE_PASSWORD_FILE``: a file whose content (one trailing newline dropped) is the
+  password of ``DATABASE_URL``'s user (a docker secret, say), so that neither the URL nor the
+  environment carries it. The URL must then have no password of its own. Unlike libpq's
+  ``PGPASSFILE`` it is one bare password and needs no 0600 mode (a bind-mounted secret keeps
+  its host owner, who is rarely the container's user).
 - ``DATABASE_MIN_CONNECTIONS``: connections the pool keeps open, an integer >= 0 (default 2).
 - ``DATABASE_MAX_CONNECTIONS``: the most the pool opens, an integer >= 1 (default 16). A minimum
   above the maximum is clamped to the maximum, with a warning.
@@ -38,16 +43,18 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from chem_persistence.domain.settings import InvalidSetting, read_bool, read_int
+from chem_persistence.domain.settings import InvalidSetting, raw, read_bool, read_int
 
 logger = logging.getLogger(__name__)
 
 ENV_DATABASE_URL = "DATABASE_URL"
+ENV_DATABASE_PASSWORD_FILE = "DATABASE_PASSWORD_FILE"
 ENV_MIN_CONNECTIONS = "DATABASE_MIN_CONNECTIONS"
 ENV_MAX_CONNECTIONS = "DATABASE_MAX_CONNECTIONS"
 ENV_NO_ARTIFACT_INSERT = "CHEM_NO_ARTIFACT_INSERT"
@@ -201,10 +208,43 @@ def _check_sizes(min_size: int, max_size: int, min_name: str, max_name: str) -> 
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
-    """``DATABASE_URL`` (default DEFAULT_DATABASE_URL), normalized; ConfigError if invalid."""
+    """``DATABASE_URL`` (default DEFAULT_DATABASE_URL), normalized, with the password of
+    ``DATABASE_PASSWORD_FILE`` when that is set; ConfigError if invalid."""
     env = os.environ if environ is None else environ
-    url = env.get(ENV_DATABASE_URL, "").strip() or DEFAULT_DATABASE_URL
-    return normalize_url(url, ENV_DATABASE_URL)
+    url = normalize_url(env.get(ENV_DATABASE_URL, "").strip() or DEFAULT_DATABASE_URL)
+    password_file = raw(env, ENV_DATABASE_PASSWORD_FILE)
+    if password_file is None:
+        return url
+    if any(_passwords(url)):
+        raise InvalidDatabaseSetting(
+            ENV_DATABASE_PASSWORD_FILE,
+            password_file,
+            f"{ENV_DATABASE_URL} carries a password of its own: give it in one place only",
+        )
+    return with_password(url, read_password_file(password_file, ENV_DATABASE_PASSWORD_FILE))
+
+
+def read_password_file(path: str, variable: str) -> str:
+    """The password in the file at ``path`` (one trailing newline dropped); an error names the
+    variable and the path, never the content."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise InvalidDatabaseSetting(variable, path, f"cannot read it ({reason})") from None
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise InvalidDatabaseSetting(variable, path, "the file is empty")
+    if "\n" in password or "\x00" in password:
+        raise InvalidDatabaseSetting(variable, path, "the file holds more than one line")
+    return password
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its libpq ``password`` parameter (percent-encoded)."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, "password=" + quote(password, safe="")) if part)
+    return urlunsplit(parts._replace(query=query))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
+_FENCED = re.compile(r"^```[^\n]*\n(?P<body>.*?)^```", re.M | re.S)
 _BLOCK_LINE = re.compile(r"^chem-persistence (?P<command>[^#\n]+?)\s*(?:#.*)?$", re.M)
 _INLINE = re.compile(r"`chem-persistence (?P<command>[^`@]+?)`", re.S)
 _TABLE_ROW = re.compile(r"^\| `(?P<name>[A-Z][A-Z0-9_]+)` \|", re.M)
@@ -20,7 +21,8 @@ def text() -> str:
 
 def documented_commands() -> list[str]:
     """Every ``chem-persistence ...`` command line of the README, as written there."""
-    found = [m["command"] for m in _BLOCK_LINE.finditer(text())]
+    blocks = [m["body"] for m in _FENCED.finditer(text())]
+    found = [m["command"] for block in blocks for m in _BLOCK_LINE.finditer(block)]
     found += [" ".join(m["command"].split()) for m in _INLINE.finditer(text())]
     return found
 

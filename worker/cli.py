@@ -71,6 +71,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"{redact_url(settings.url)} is already at {after}: nothing to do")
     else:
         print(f"migrated {redact_url(settings.url)} from {before or 'an empty schema'} to {after}")
+    if args.worker_role:
+        from chem_persistence.eventlog.config import read_password_file
+        from chem_persistence.eventlog.roles import ensure_login_role
+
+        password = None
+        if args.worker_password_file:
+            password = read_password_file(args.worker_password_file, "--worker-password-file")
+        done = ensure_login_role(settings.url, args.worker_role, password)
+        what = "created" if done.created else "checked"
+        secret = ", password set" if done.password_set else ""
+        print(f"role {done.role} {what}: LOGIN, member of chem_app{secret}")
+    elif args.worker_password_file:
+        print("migrate: --worker-password-file needs --worker-role", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -183,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL)")
     p.add_argument("--sql", action="store_true", help="print the SQL instead; needs no database")
+    p.add_argument(
+        "--worker-role",
+        metavar="ROLE",
+        help="then make ROLE a LOGIN member of chem_app (created if missing; idempotent)",
+    )
+    p.add_argument(
+        "--worker-password-file",
+        metavar="PATH",
+        help="--worker-role's password, read from this file (sent only as a SCRAM verifier)",
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("worker", help="run a sweep worker on the chem-ingest queue")
