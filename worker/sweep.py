@@ -364,13 +364,15 @@ def _decode(claimed: Claimed) -> _Decoded:
     bodies: list[dict[str, Artifact]] = []
     poison: _Poison | None = None
     for i, entry in enumerate(claimed.entries):
+        position: int | None = None  # unknown until the entry decodes
         try:
             event, event_bodies = decode_envelope(entry)
             if event.flow_id != flow_id:
                 raise InvalidEvent("flow_id", str(event.flow_id), f"queued under flow {flow_id}")
+            position = event.seq  # a body that does not match its hash still names its event
             check_artifact_bodies(event_bodies)
         except (InvalidEvent, ArtifactHashMismatch) as exc:
-            poison = _Poison(i, exc, None)
+            poison = _Poison(i, exc, position)
             break
         events.append(event)
         bodies.append(event_bodies)

@@ -266,7 +266,7 @@ POISONS = {
     "garbage-bytes": PoisonCase("InvalidEvent", None, _garbage),
     "empty-entry": PoisonCase("InvalidEvent", None, _empty),
     "event-of-another-flow": PoisonCase("InvalidEvent", None, _other_flow),
-    "tampered-artifact": PoisonCase("ArtifactHashMismatch", None, _bad_artifact),
+    "tampered-artifact": PoisonCase("ArtifactHashMismatch", GOOD, _bad_artifact),
     "seq-conflict": PoisonCase("SeqConflict", GOOD, _conflict),
     "seq-gap": PoisonCase("SeqGap", GOOD + 1, _gap),
 }
