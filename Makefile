@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The suite waits on servers and processes more than it computes: three workers on two cores,
+# each test file whole in one worker (its module fixtures built once).
+PYTEST_WORKERS ?= 3
 
 .PHONY: demo test lint typecheck services clean bench mutate
 
@@ -28,7 +31,7 @@ test: $(STAMP) services
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	scripts/ensure-browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 mutate: $(STAMP) services
 	$(BIN)/python -m tests.mutate

@@ -78,6 +78,8 @@ _server_errors: dict[str, str | None] = {}
 _created_databases: set[str] = set()
 #: Integration tests that skipped: (node id, reason, allowed under CI).
 _integration_skips: list[tuple[str, str, bool]] = []
+#: The name of the report property that marks a skipped integration test (its value: allowed).
+INTEGRATION_SKIP = "chem_integration_skip"
 
 
 def env_flag(name: str) -> bool:
@@ -204,18 +206,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Tag a skipped integration test on its report: the report is what reaches the process
+    that judges the run (the controller, when the tests run in parallel workers)."""
     report = yield
     if (
         report.skipped
         and not hasattr(report, "wasxfail")
         and item.get_closest_marker("integration") is not None
     ):
+        allowed = item.get_closest_marker("ci_skip_allowed") is not None
+        report.user_properties.append((INTEGRATION_SKIP, allowed))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tags = [value for name, value in report.user_properties if name == INTEGRATION_SKIP]
+    if report.skipped and tags:
         reason = (
             str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
         )
-        allowed = item.get_closest_marker("ci_skip_allowed") is not None
-        _integration_skips.append((item.nodeid, reason, allowed))
-    return report
+        _integration_skips.append((report.nodeid, reason, bool(tags[0])))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -33,9 +33,16 @@ def pytest_collection_modifyitems(items):
 
 
 def run_pytest(
-    tmp_path: Path, *, force_skip: bool = False, allowed: bool = False, **env: str
+    tmp_path: Path,
+    *,
+    force_skip: bool = False,
+    allowed: bool = False,
+    workers: int = 0,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", TARGET]
+    if workers:  # as `make test` runs them: in parallel worker processes (pytest-xdist)
+        args += ["-n", str(workers)]
     child_env = {
         k: v
         for k, v in os.environ.items()
@@ -59,8 +66,9 @@ def run_pytest(
     )
 
 
-def test_under_ci_a_skipped_integration_test_fails_the_run(tmp_path: Path) -> None:
-    result = run_pytest(tmp_path, force_skip=True, CI="true")
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "parallel-workers"])
+def test_under_ci_a_skipped_integration_test_fails_the_run(tmp_path: Path, workers: int) -> None:
+    result = run_pytest(tmp_path, force_skip=True, workers=workers, CI="true")
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "1 skipped" in result.stdout
     assert "CI: 1 integration test(s) skipped" in result.stdout

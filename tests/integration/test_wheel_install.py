@@ -81,6 +81,8 @@ def test_the_wheel_holds_one_package_with_its_migrations(wheel: Path) -> None:
         "chem_persistence/eventlog/queries.sql",
         "chem_persistence/producer/lua/emit.lua",
         "chem_persistence/worker/cli.py",
+        "chem_persistence/worker/dashboard/templates/index.html",
+        "chem_persistence/worker/dashboard/static/dashboard.css",
     ):
         assert required in names, required
     revisions = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
