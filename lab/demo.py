@@ -125,6 +125,9 @@ def _workers(
                 p.wait()
 
 
+#: rq's set of every worker's key (``rq:worker:<name>``): our workers' names carry the run id.
+RQ_WORKERS_KEY = "rq:workers"
+
 _BUCKET = re.compile(r'^chem_emit_to_durable_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 
@@ -339,5 +342,9 @@ def _cleanup_redis(redis: Redis, settings: QueueSettings, run_id: str) -> None:
     for pattern in (f"{settings.key_prefix}:*", f"rq:*{run_id}*"):
         for key in redis.scan_iter(match=pattern, count=1000):
             redis.delete(key)
-    # rq's set of known queues (what rq-dashboard lists) would keep naming the deleted queue.
+    # rq's set of known queues (what rq-dashboard lists) would keep naming the deleted queue,
+    # and its set of workers a worker that was killed before it could say goodbye.
     redis.srem(Queue.redis_queues_keys, Queue.redis_queue_namespace_prefix + settings.queue_name)
+    ours = list(redis.sscan_iter(RQ_WORKERS_KEY, match=f"*{run_id}*"))
+    if ours:
+        redis.srem(RQ_WORKERS_KEY, *ours)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import fakeredis
 import psycopg
 import pytest
 import redis
@@ -24,6 +25,8 @@ from rich.table import Table
 from rq import Queue
 
 from chem_persistence.eventlog.config import url_with_database
+from chem_persistence.producer.config import QueueSettings
+from lab import demo
 from lab.demo import Summary, run_demo
 from lab.ports import free_port
 from tests.redis_claim import CLAIM_KEY
@@ -381,3 +384,16 @@ def test_run_demo_refuses_nonpositive_sizes_with_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "--flows, --workers and --batch-size must be at least 1" in captured.err
+
+
+def test_the_cleanup_forgets_our_killed_workers_and_no_one_elses() -> None:
+    """A worker SIGKILLed after the stop grace never leaves rq's set of workers itself."""
+    server = fakeredis.FakeRedis()
+    run_id = "0123456789abcdef"
+    settings = QueueSettings(queue_name=f"chem-demo-{run_id}", key_prefix=f"chemdemo-{run_id}")
+    server.sadd(demo.RQ_WORKERS_KEY, f"rq:worker:demo-{run_id}-0", "rq:worker:someone-else")
+    server.set(f"{settings.key_prefix}:x:q", "1")
+    server.set("bystander", "1")
+    demo._cleanup_redis(server, settings, run_id)
+    assert server.smembers(demo.RQ_WORKERS_KEY) == {b"rq:worker:someone-else"}
+    assert sorted(server.keys()) == [b"bystander", b"rq:workers"]
