@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -161,8 +162,10 @@ def run_tests(copy: Path, tests: Sequence[str]) -> tuple[int | None, str]:
     except BaseException:
         stop(child)  # interrupted: let pytest tear down (it gives its Redis DB back) first
         raise
-    tail = [line for line in stdout.splitlines() if line.strip()][-1:] or [""]
-    return child.returncode, tail[0]
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    # pytest's summary line, not what a conftest prints after it (kept temporary files)
+    summary = [line for line in lines if re.search(r"\d+ (failed|passed|error)", line)]
+    return child.returncode, (summary or lines or [""])[-1].strip("= ")
 
 
 def stop(child: subprocess.Popen[str]) -> None:
