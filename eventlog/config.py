@@ -224,19 +224,30 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     return with_password(url, read_password_file(password_file, ENV_DATABASE_PASSWORD_FILE))
 
 
-def read_password_file(path: str, variable: str) -> str:
-    """The password in the file at ``path`` (one trailing newline dropped); an error names the
-    variable and the path, never the content."""
+#: A password file larger than this is not a password file (and is not read whole).
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def read_password_file(
+    path: str, variable: str, error: type[InvalidSetting] = InvalidDatabaseSetting
+) -> str:
+    """The password in the file at ``path`` (one trailing line break dropped, as ``echo`` and
+    secret stores write it): the one reader of every ``*_PASSWORD_FILE`` setting. An error
+    names the variable and the path, never the content."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            data = f.read(MAX_PASSWORD_FILE_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise InvalidDatabaseSetting(variable, path, f"cannot read it ({reason})") from None
+        raise error(variable, path, f"cannot read it ({reason})") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise error(variable, path, f"is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
     password = text.removesuffix("\n").removesuffix("\r")
-    if not password:
-        raise InvalidDatabaseSetting(variable, path, "the file is empty")
+    if not password.strip():
+        raise error(variable, path, "the file is empty: it holds no password")
     if "\n" in password or "\x00" in password:
-        raise InvalidDatabaseSetting(variable, path, "the file holds more than one line")
+        raise error(variable, path, "the file holds more than one line")
     return password
 
 

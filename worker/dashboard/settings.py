@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from chem_persistence.domain.settings import InvalidSetting, raw, read_int, read_text
+from chem_persistence.eventlog.config import read_password_file
 
 DEFAULT_USERNAME = "admin"
 DEFAULT_BIND = "127.0.0.1"  # never on every interface unless asked
@@ -24,7 +24,6 @@ ENV_PASSWORD_FILE = "CHEM_DASHBOARD_PASSWORD_FILE"
 ENV_BIND = "CHEM_DASHBOARD_BIND"
 ENV_PORT = "CHEM_DASHBOARD_PORT"
 #: A password file larger than this is not a password file.
-MAX_PASSWORD_FILE_BYTES = 4096
 
 
 class DashboardConfigError(InvalidSetting):
@@ -87,28 +86,4 @@ def _password(env: Mapping[str, str]) -> str:
             f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE} (a file holding it), or run with"
             " --no-auth to serve without authentication"
         )
-    return read_password_file(Path(path))
-
-
-def read_password_file(path: Path) -> str:
-    """The file's text without its trailing line break (as written by ``echo`` or a secret
-    store); never shown in an error."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_PASSWORD_FILE_BYTES + 1)
-    except OSError as exc:
-        raise DashboardConfigError(
-            ENV_PASSWORD_FILE, str(path), f"cannot be read ({exc.strerror or exc})"
-        ) from None
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise DashboardConfigError(
-            ENV_PASSWORD_FILE, str(path), f"is larger than {MAX_PASSWORD_FILE_BYTES} bytes"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DashboardConfigError(ENV_PASSWORD_FILE, str(path), "is not UTF-8 text") from None
-    password = text.rstrip("\r\n")
-    if not password.strip():
-        raise DashboardConfigError(ENV_PASSWORD_FILE, str(path), "holds no password")
-    return password
+    return read_password_file(path, ENV_PASSWORD_FILE, DashboardConfigError)
