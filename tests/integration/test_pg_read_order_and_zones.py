@@ -58,10 +58,12 @@ def store_pool(url: str) -> Iterator[Pool]:
 
 
 @pytest.fixture
-def heap_order_pool(database_url: str) -> Iterator[Pool]:
-    """Sequential scans only: rows come back in their physical order unless sorted."""
+def heap_order_pool(migrated_database_url: str) -> Iterator[Pool]:
+    """Sequential scans only: rows come back in their physical order unless sorted. On a fresh
+    database of its own: in the session's shared one, space freed by other tests (rolled-back
+    inserts, then vacuum) would put the rows elsewhere than in the order they are written."""
     with store_pool(
-        with_options(database_url, "-c enable_indexscan=off -c enable_bitmapscan=off")
+        with_options(migrated_database_url, "-c enable_indexscan=off -c enable_bitmapscan=off")
     ) as pool:
         yield pool
 
@@ -85,20 +87,20 @@ def write_out_of_order(database_url: str, flow: UUID) -> list[FlowEvent]:
 
 
 def test_list_returns_position_order_whatever_the_physical_order(
-    database_url: str, heap_order_pool: Pool
+    migrated_database_url: str, heap_order_pool: Pool
 ) -> None:
     flow = uuid.uuid4()
-    wanted = write_out_of_order(database_url, flow)
+    wanted = write_out_of_order(migrated_database_url, flow)
     got = PgEventStore(heap_order_pool).list(flow)
     assert [e.seq for e in got] == [0, 1, 2, 3]
     assert [(e.seq, e.kind, e.ts) for e in got] == [(e.seq, e.kind, e.ts) for e in wanted]
 
 
 def test_an_identical_reappend_over_out_of_order_rows_is_a_no_op(
-    database_url: str, heap_order_pool: Pool
+    migrated_database_url: str, heap_order_pool: Pool
 ) -> None:
     flow = uuid.uuid4()
-    wanted = write_out_of_order(database_url, flow)
+    wanted = write_out_of_order(migrated_database_url, flow)
     store = PgEventStore(heap_order_pool)
     # the comparison reads positions 0..3 (events_in_range) and must pair them by position
     again = store.append_batch(flow, wanted)
